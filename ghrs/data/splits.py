@@ -1,0 +1,206 @@
+"""Evaluation splits. Every split is reproducible from its seed and leak-free: no test interaction is
+in ``train``, ``valid`` or ``revealed``.
+
+Each split class is a callable configured by Hydra (``conf/split/*.yaml``): ``split(dataset) -> Split``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ghrs.data.dataset import RatingsDataset
+
+log = logging.getLogger(__name__)
+
+
+def _empty(like: pd.DataFrame) -> pd.DataFrame:
+    return like.iloc[:0]
+
+
+@dataclass
+class Split:
+    """One train/valid/test partition of ``dataset.ratings`` (each a DataFrame slice of it).
+
+    Attributes:
+        train: what ``fit`` sees.
+        valid: for early stopping (may be empty).
+        test: what is evaluated.
+        revealed: cold users' first ratings, given to the model at prediction time (never fitted on).
+        relevant_min_rating: for ranking metrics, a test item is relevant when its rating is at least
+            this; ``None`` makes every test item relevant (leave-one-out).
+        cold_users, cold_items: indices of held-out users / items (empty for warm splits).
+    """
+
+    name: str
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    revealed: pd.DataFrame
+    relevant_min_rating: float | None = 4.0
+    cold_users: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    cold_items: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def describe(self) -> str:
+        return (
+            f"split {self.name}: train {len(self.train):,}, valid {len(self.valid):,}, "
+            f"test {len(self.test):,}, revealed {len(self.revealed):,}"
+            + (f", cold users {len(self.cold_users):,}" if len(self.cold_users) else "")
+            + (f", cold items {len(self.cold_items):,}" if len(self.cold_items) else "")
+        )
+
+
+def _carve_valid(train: pd.DataFrame, ratio: float, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"split.valid_ratio must be in [0, 1), got {ratio}")
+    if ratio == 0.0:
+        return train, _empty(train)
+    is_valid = rng.random(len(train)) < ratio
+    return train[~is_valid], train[is_valid]
+
+
+def _check_ratio(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"split.{name} must be in (0, 1), got {value}")
+
+
+class OfficialSplit:
+    """A predefined fold shipped with the data (ML-100K ``u1``..``u5``, ``ua``, ``ub``; CSV ``given``)."""
+
+    def __init__(self, fold: str = "u1", valid_ratio: float = 0.0, relevant_min_rating: float | None = 4.0, seed: int = 0):
+        self.fold, self.valid_ratio, self.relevant_min_rating, self.seed = str(fold), valid_ratio, relevant_min_rating, seed
+
+    def __call__(self, dataset: RatingsDataset) -> Split:
+        folds = dataset.folds
+        fold = self.fold
+        if fold not in folds:
+            if len(folds) == 1:
+                (only,) = folds
+                log.info("dataset %s has one predefined fold, '%s': using it", dataset.name, only)
+                fold = only
+            else:
+                raise ValueError(
+                    f"dataset {dataset.name} has no predefined fold '{self.fold}' (available: "
+                    f"{sorted(folds) or 'none'}); use split=random or split=temporal_loo"
+                )
+        is_test = np.zeros(len(dataset.ratings), bool)
+        is_test[folds[fold]] = True
+        train, valid = _carve_valid(dataset.ratings[~is_test], self.valid_ratio, np.random.default_rng(self.seed))
+        r = dataset.ratings
+        return Split(f"official:{fold}", train, valid, r[is_test], _empty(r), self.relevant_min_rating)
+
+
+class RandomSplit:
+    """Random hold-out of ratings: a ``test_ratio`` share, or fold ``fold`` of ``n_folds`` (k-fold)."""
+
+    def __init__(
+        self,
+        test_ratio: float = 0.1,
+        n_folds: int | None = None,
+        fold: int = 0,
+        valid_ratio: float = 0.0,
+        relevant_min_rating: float | None = 4.0,
+        seed: int = 0,
+    ):
+        if n_folds is None:
+            _check_ratio("test_ratio", test_ratio)
+        elif n_folds < 2 or not 0 <= int(fold) < n_folds:
+            raise ValueError(f"split.n_folds must be >= 2 and split.fold in [0, n_folds), got {n_folds}, {fold}")
+        self.test_ratio, self.n_folds, self.fold = test_ratio, n_folds, fold
+        self.valid_ratio, self.relevant_min_rating, self.seed = valid_ratio, relevant_min_rating, seed
+
+    def __call__(self, dataset: RatingsDataset) -> Split:
+        r = dataset.ratings
+        rng = np.random.default_rng(self.seed)
+        perm = rng.permutation(len(r))
+        is_test = np.zeros(len(r), bool)
+        if self.n_folds is None:
+            is_test[perm[: int(round(self.test_ratio * len(r)))]] = True
+            name = f"random:{self.test_ratio}"
+        else:
+            is_test[np.array_split(perm, self.n_folds)[int(self.fold)]] = True
+            name = f"random:fold{self.fold}/{self.n_folds}"
+        train, valid = _carve_valid(r[~is_test], self.valid_ratio, rng)
+        return Split(name, train, valid, r[is_test], _empty(r), self.relevant_min_rating)
+
+
+class TemporalLOOSplit:
+    """Per user, in time order: last interaction = test, second last = validation, the rest = train.
+
+    Users with fewer than ``min_history`` ratings stay entirely in train.
+    """
+
+    def __init__(self, min_history: int = 3, relevant_min_rating: float | None = None, seed: int = 0):
+        if min_history < 3:
+            raise ValueError("split.min_history must be >= 3 (one train, one valid, one test)")
+        self.min_history, self.relevant_min_rating, self.seed = min_history, relevant_min_rating, seed
+
+    def __call__(self, dataset: RatingsDataset) -> Split:
+        r = dataset.ratings  # sorted by (user, timestamp) by build_dataset
+        # Rank from the end within each user; ties in timestamp keep file order (stable sort).
+        pos_from_end = r.groupby("user").cumcount(ascending=False).to_numpy()
+        n_user = r.groupby("user")["item"].transform("size").to_numpy()
+        eligible = n_user >= self.min_history
+        test = eligible & (pos_from_end == 0)
+        valid = eligible & (pos_from_end == 1)
+        return Split("temporal_loo", r[~(test | valid)], r[valid], r[test], _empty(r), self.relevant_min_rating)
+
+
+class ColdUserSplit:
+    """Hold out a ``holdout_ratio`` share of users; reveal only each one's first ``reveal`` ratings in
+    time (given to the model at prediction time, never trained on) and test on the rest."""
+
+    def __init__(
+        self,
+        holdout_ratio: float = 0.1,
+        reveal: int = 0,
+        valid_ratio: float = 0.0,
+        relevant_min_rating: float | None = 4.0,
+        seed: int = 0,
+    ):
+        _check_ratio("holdout_ratio", holdout_ratio)
+        if reveal < 0:
+            raise ValueError(f"split.reveal must be >= 0, got {reveal}")
+        self.holdout_ratio, self.reveal, self.valid_ratio = holdout_ratio, int(reveal), valid_ratio
+        self.relevant_min_rating, self.seed = relevant_min_rating, seed
+
+    def __call__(self, dataset: RatingsDataset) -> Split:
+        r = dataset.ratings
+        rng = np.random.default_rng(self.seed)
+        users = np.unique(r["user"].to_numpy())
+        cold = np.sort(rng.choice(users, int(round(self.holdout_ratio * len(users))), replace=False))
+        is_cold = np.isin(r["user"].to_numpy(), cold)
+        order = r.groupby("user").cumcount().to_numpy()  # position in the user's time-ordered history
+        revealed = is_cold & (order < self.reveal)
+        test = is_cold & ~revealed
+        short = np.setdiff1d(cold, r["user"].to_numpy()[test])
+        if len(short):
+            log.warning("%d cold users have <= %d ratings and contribute no test ratings", len(short), self.reveal)
+        train, valid = _carve_valid(r[~is_cold], self.valid_ratio, rng)
+        return Split(
+            f"cold_user:{self.holdout_ratio}:k{self.reveal}", train, valid, r[test], r[revealed],
+            self.relevant_min_rating, cold_users=cold,
+        )
+
+
+class ColdItemSplit:
+    """Hold out a ``holdout_ratio`` share of items entirely: all their ratings are test ratings."""
+
+    def __init__(self, holdout_ratio: float = 0.1, valid_ratio: float = 0.0, relevant_min_rating: float | None = 4.0, seed: int = 0):
+        _check_ratio("holdout_ratio", holdout_ratio)
+        self.holdout_ratio, self.valid_ratio, self.relevant_min_rating, self.seed = holdout_ratio, valid_ratio, relevant_min_rating, seed
+
+    def __call__(self, dataset: RatingsDataset) -> Split:
+        r = dataset.ratings
+        rng = np.random.default_rng(self.seed)
+        items = np.unique(r["item"].to_numpy())
+        cold = np.sort(rng.choice(items, int(round(self.holdout_ratio * len(items))), replace=False))
+        is_cold = np.isin(r["item"].to_numpy(), cold)
+        train, valid = _carve_valid(r[~is_cold], self.valid_ratio, rng)
+        return Split(
+            f"cold_item:{self.holdout_ratio}", train, valid, r[is_cold], _empty(r), self.relevant_min_rating,
+            cold_items=cold,
+        )

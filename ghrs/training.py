@@ -1,0 +1,171 @@
+"""A small epoch loop for the torch models: early stopping, per-epoch atomic checkpoints, resume.
+
+A checkpoint (``last.ckpt`` in the checkpoint directory) is written after every finished epoch; with
+``resume=True`` training restarts after the last finished epoch with the same model, optimiser, RNG
+and early-stopping state, so an interrupt loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ghrs.io import torch_save_atomic
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.ckpt"
+
+
+@dataclass
+class TrainerConfig:
+    """Knobs of :func:`train_loop` (``conf/trainer/default.yaml``)."""
+
+    max_epochs: int = 20
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3  # epochs without validation improvement before stopping (0 = never stop early)
+    device: str = "auto"  # auto | cpu | cuda
+    resume: bool | str = False  # True: resume from the checkpoint directory; a path: from that file
+    grad_clip: float = 5.0
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 0:
+            raise ValueError(f"trainer: max_epochs, batch_size >= 1, lr > 0, patience >= 0 required; got {self}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"trainer.device must be auto|cpu|cuda[:n], got {self.device!r}")
+
+    @classmethod
+    def from_any(cls, cfg: Any) -> TrainerConfig:
+        if isinstance(cfg, cls):
+            return cfg
+        cfg = dict(cfg or {})
+        known = {k: cfg.pop(k) for k in list(cfg) if k in cls.__dataclass_fields__}
+        return cls(**known, extra={**known.pop("extra", {}), **cfg})
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # number of finished epochs
+    best_metric: float = float("inf")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def train_loop(
+    module: torch.nn.Module,
+    batches: Callable[[int], Iterable[Any]],
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    cfg: TrainerConfig,
+    valid_fn: Callable[[torch.nn.Module], float] | None = None,
+    checkpoint_dir: Path | None = None,
+    on_epoch_end: Callable[[TrainState], None] | None = None,
+) -> TrainState:
+    """Train ``module`` with Adam.
+
+    Args:
+        batches: ``epoch -> iterable of batches`` (the caller shuffles with the global RNG, which is
+            checkpointed, so a resumed run sees the same batches as an uninterrupted one).
+        loss_fn: ``(module, batch) -> scalar loss``.
+        valid_fn: ``module -> metric`` (lower is better) for early stopping and best-weight selection.
+        checkpoint_dir: where ``last.ckpt`` is written after every epoch (None: no checkpoints).
+        on_epoch_end: hook called after each epoch's checkpoint (used by tests to simulate interrupts).
+
+    Returns the final :class:`TrainState`; the module holds the best validation weights.
+    """
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = TrainState()
+    best_weights = None
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    resume_from = None
+    if cfg.resume:
+        resume_from = Path(cfg.resume) if isinstance(cfg.resume, str) else ckpt_path
+        if resume_from is None or not resume_from.exists():
+            log.warning("trainer.resume set but no checkpoint at %s: starting from scratch", resume_from)
+            resume_from = None
+    if resume_from is not None:
+        ck = torch.load(resume_from, map_location="cpu", weights_only=False)
+        module.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = TrainState(**ck["state"])
+        best_weights = ck["best_weights"]
+        _set_rng_state(ck["rng"])
+        log.info("resumed from %s after epoch %d", resume_from, state.epoch)
+
+    while state.epoch < cfg.max_epochs:
+        if cfg.patience and state.bad_epochs >= cfg.patience:
+            break
+        epoch = state.epoch + 1
+        t0 = time.perf_counter()
+        module.train()
+        total, n = 0.0, 0
+        for batch in tqdm(batches(epoch), desc=f"epoch {epoch}", disable=not cfg.progress, leave=False):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(module, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower trainer.lr?")
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            opt.step()
+            total, n = total + float(loss), n + 1
+        record = {"epoch": epoch, "train_loss": total / max(1, n)}
+        if valid_fn is not None:
+            module.eval()
+            with torch.no_grad():
+                metric = float(valid_fn(module))
+            record["valid"] = metric
+            if metric < state.best_metric:
+                state.best_metric, state.best_epoch, state.bad_epochs = metric, epoch, 0
+                best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            else:
+                state.bad_epochs += 1
+        record["seconds"] = time.perf_counter() - t0
+        state.history.append(record)
+        state.epoch = epoch
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+        if ckpt_path is not None:
+            torch_save_atomic(ckpt_path, {
+                "model": module.state_dict(), "optimizer": opt.state_dict(), "state": asdict(state),
+                "best_weights": best_weights, "rng": _rng_state(),
+            })
+        if on_epoch_end is not None:
+            on_epoch_end(state)
+    if best_weights is not None:
+        module.load_state_dict(best_weights)
+    module.eval()
+    return state

@@ -1,0 +1,98 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghrs.data.dataset import DataError
+from ghrs.data.movielens import load_movielens
+from tests.ghrs.data.fixtures import write_ml1m, write_ml100k, zip_folder
+
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+REAL = Path(os.environ.get("GHRS_DATA_DIR", SHARED))
+
+
+def test_ml100k_format_from_directory_and_zip(tmp_path):
+    folder = write_ml100k(tmp_path / "d")
+    a = load_movielens("ml-100k", root=str(tmp_path / "d"), download=False)
+    b = load_movielens("ml-100k", root=str(zip_folder(folder, tmp_path / "ml-100k.zip")), download=False)
+    n_lines = len((folder / "u.data").read_text().splitlines())
+    assert len(a.ratings) == len(b.ratings) == n_lines
+    assert a.items["title"].iloc[0].startswith("Café")  # latin-1 decoded
+    assert set(a.items.columns) >= {"title", "year", "genres"} and set(a.users.columns) >= {"age", "gender", "occupation"}
+    assert np.array_equal(a.ratings.to_numpy(), b.ratings.to_numpy())
+    # contiguous indices, raw ids kept
+    assert a.ratings["user"].max() == a.n_users - 1 and a.user_ids.dtype.kind == "i"
+    assert len(a.folds["u1"]) == len((folder / "u1.test").read_text().splitlines())
+
+
+def test_ml1m_format(tmp_path):
+    folder = write_ml1m(tmp_path)
+    ds = load_movielens("ml-1m", root=str(folder), download=False)
+    assert len(ds.ratings) == len((folder / "ratings.dat").read_text().splitlines())
+    assert ds.items["title"].iloc[0].startswith("Café: The Movie")  # ':' inside a '::' field survives
+    assert ds.items["year"].notna().all()
+    assert ds.users["occupation"].isin(["other", "academic/educator"]).any()
+    assert "subset" in ds.name  # not the full release's 1,000,209 ratings: labelled as such
+
+
+def test_malformed_ml1m_row_names_file_and_line(tmp_path):
+    folder = write_ml1m(tmp_path)
+    lines = (folder / "ratings.dat").read_text().splitlines()
+    lines[6] = "1::2::x::3"
+    (folder / "ratings.dat").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"ratings.dat, line 7: rating 'x' is not a number"):
+        load_movielens("ml-1m", root=str(folder), download=False)
+
+
+def test_rating_out_of_scale_is_an_error(tmp_path):
+    folder = write_ml100k(tmp_path)
+    lines = (folder / "u.data").read_text().splitlines()
+    u, i, _, t = lines[3].split("\t")
+    lines[3] = f"{u}\t{i}\t7\t{t}"
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line 4: rating 7 outside the declared scale"):
+        load_movielens("ml-100k", root=str(tmp_path), download=False)
+
+
+def test_truncated_zip_is_a_clear_error(tmp_path):
+    z = zip_folder(write_ml100k(tmp_path / "d"), tmp_path / "ml-100k.zip")
+    data = z.read_bytes()
+    z.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        load_movielens("ml-100k", root=str(z), download=False)
+
+
+def test_corrupt_cache_is_removed(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "ml-100k.zip").write_bytes(b"not a zip")
+    with pytest.raises(FileNotFoundError, match="download=false"):
+        load_movielens("ml-100k", root=None, cache_dir=str(cache), download=False)
+    assert not (cache / "ml-100k.zip").exists()
+
+
+def test_unknown_release_name():
+    with pytest.raises(ValueError, match="dataset.name must be one of"):
+        load_movielens("ml-7k", download=False)
+
+
+@pytest.mark.realdata
+def test_real_ml100k_content():
+    if not (REAL / "ml-100k.zip").exists():
+        pytest.skip(f"real MovieLens not found at {REAL}")
+    ds = load_movielens("ml-100k", root=str(REAL), download=False)
+    assert (len(ds.ratings), ds.n_users, ds.n_items) == (100_000, 943, 1682)
+    assert {k: len(v) for k, v in ds.folds.items()} == {
+        "u1": 20000, "u2": 20000, "u3": 20000, "u4": 20000, "u5": 20000, "ua": 9430, "ub": 9430}
+    assert ds.items.loc[0, "title"] == "Toy Story (1995)" and ds.items.loc[0, "year"] == 1995
+
+
+@pytest.mark.realdata
+def test_real_ml1m_subset_content():
+    z = REAL / "ml-1m-users-1-2999.zip"
+    if not z.exists():
+        pytest.skip(f"real ML-1M subset not found at {REAL}")
+    ds = load_movielens("ml-1m", root=str(z), download=False)
+    assert len(ds.ratings) == 487_650 and ds.n_users == 2999 and ds.n_items == 3883
+    assert ds.ratings.groupby("user").size().min() >= 20

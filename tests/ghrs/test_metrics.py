@@ -1,0 +1,38 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ghrs.metrics import mae, ranking_metrics, rmse
+
+
+def test_rating_errors_by_hand():
+    assert rmse(np.array([1.0, 3.0]), np.array([2.0, 5.0])) == pytest.approx(math.sqrt((1 + 4) / 2))
+    assert mae(np.array([1.0, 3.0]), np.array([2.0, 5.0])) == pytest.approx(1.5)
+
+
+def test_ranking_metrics_hand_computed():
+    # 6 items. User 0: seen item 0 (masked though scored highest); relevant {2, 4}.
+    # Ranking after masking: 1 (0.9), 2 (0.8), 3 (0.7), 4 (0.6), 5 (0.1) -> top-3 = [1, 2, 3]
+    scores = torch.tensor([[1.0, 0.9, 0.8, 0.7, 0.6, 0.1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
+    relevant = torch.tensor([[0, 0, 1, 0, 1, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    seen = torch.tensor([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    m = ranking_metrics(scores, relevant, seen, ks=(3, 5))
+    # user 0 @3: one hit at rank 2
+    assert m["precision@3"][0] == pytest.approx(1 / 3)
+    assert m["recall@3"][0] == pytest.approx(1 / 2)
+    assert m["hr@3"][0] == 1.0
+    assert m["mrr@3"][0] == pytest.approx(1 / 2)
+    assert m["ndcg@3"][0] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    # user 0 @5: hits at ranks 2 and 4
+    assert m["ndcg@5"][0] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))
+    assert m["recall@5"][0] == 1.0 and m["precision@5"][0] == pytest.approx(2 / 5)
+    # user 1: relevant item ranked last (6th): no hit at 3 or 5
+    for name in ("precision", "recall", "hr", "ndcg", "mrr"):
+        assert m[f"{name}@5"][1] == 0.0
+
+
+def test_users_without_relevant_items_are_nan():
+    m = ranking_metrics(torch.rand(2, 4), torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.bool), None, (2,))
+    assert torch.isnan(m["hr@2"][0]) and not torch.isnan(m["hr@2"][1])
