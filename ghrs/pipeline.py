@@ -18,14 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ghrs.data.dataset import RatingsDataset
 from ghrs.data.splits import Split
-from ghrs.evaluate import evaluate
+from ghrs.evaluation import evaluate
 from ghrs.io import torch_save_atomic, write_bytes_atomic, write_json_atomic
 from ghrs.models.base import Recommender
+from ghrs.serving import MODEL_FILE
 from ghrs.training import seed_everything
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 
 

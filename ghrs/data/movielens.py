@@ -1,4 +1,4 @@
-"""MovieLens 100K and 1M: find a local copy (directory or zip) or download it, then parse.
+"""MovieLens (100K, 1M, 10M, 20M, 25M, latest-small): find a local copy (directory or zip) or download it, then parse.
 
 Sources, in order:
 1. ``root`` (config ``dataset.root``) or the ``GHRS_DATA_DIR`` environment variable: a directory
@@ -40,6 +40,32 @@ RELEASES = {
         "md5": "c4d9eecfca2ab87c1945afe126590906",
         "files": ("ratings.dat", "users.dat", "movies.dat"),
         "n_ratings": 1_000_209,
+    },
+    # The larger releases have no user demographics (GHRS then runs on graph features alone) and
+    # half-star ratings.
+    "ml-10m": {
+        "url": "https://files.grouplens.org/datasets/movielens/ml-10m.zip",
+        "md5": "ce571fd55effeba0271552578f2648bd",
+        "files": ("ratings.dat", "movies.dat"),
+        "n_ratings": 10_000_054,
+    },
+    "ml-20m": {
+        "url": "https://files.grouplens.org/datasets/movielens/ml-20m.zip",
+        "md5": "cd245b17a1ae2cc31bb14903e1204af3",
+        "files": ("ratings.csv", "movies.csv"),
+        "n_ratings": 20_000_263,
+    },
+    "ml-25m": {
+        "url": "https://files.grouplens.org/datasets/movielens/ml-25m.zip",
+        "md5": "6b51fb2759a8657d3bfcbfc42b592ada",
+        "files": ("ratings.csv", "movies.csv"),
+        "n_ratings": 25_000_095,
+    },
+    "ml-latest-small": {  # a living release: GroupLens updates it, so there is no fixed md5 or size
+        "url": "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+        "md5": None,
+        "files": ("ratings.csv", "movies.csv"),
+        "n_ratings": None,
     },
 }
 ML100K_FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
@@ -115,7 +141,10 @@ def download_release(name: str, cache_dir: Path) -> Path:
     final = cache_dir / f"{name}.zip"
     part = download_url(spec["url"], str(cache_dir), log=True, filename=f"{name}.zip.part")
     digest = md5sum(Path(part))
-    if digest != spec["md5"]:
+    if spec["md5"] is None:
+        _Files(Path(part), spec["files"])  # no published md5: at least check the zip reads back whole
+        log.warning("%s has no published md5; downloaded file %s is %s", name, final, digest)
+    elif digest != spec["md5"]:
         os.remove(part)
         raise DataError(f"md5 mismatch for the download of {spec['url']}: got {digest}, expected {spec['md5']}; "
                         "the partial file was removed, try again", str(final))
@@ -138,7 +167,8 @@ def locate(name: str, root: str | os.PathLike | None, cache_dir: Path, download:
         log.warning("%s: no copy with %s under %s; trying the cache", name, wanted, root)
     cached = cache_dir / f"{name}.zip"
     if cached.exists():
-        if md5sum(cached) == RELEASES[name]["md5"]:
+        expected = RELEASES[name]["md5"]
+        if expected is None or md5sum(cached) == expected:
             return _Files(cached, wanted)
         log.warning("cached %s fails its md5 check: removing it", cached)
         cached.unlink()
@@ -164,7 +194,7 @@ def _read_table(files: _Files, name: str, sep: str, columns: list[str], encoding
         raise DataError(f"malformed row: {err}", files.label(name)) from err
 
 
-def _read_ratings(files: _Files, name: str, sep: str) -> pd.DataFrame:
+def _read_ratings(files: _Files, name: str, sep: str, scale: tuple[float, float] = (1.0, 5.0)) -> pd.DataFrame:
     cols = ["user", "item", "rating", "timestamp"]
     if sep == "::":
         # All-numeric file: split on ':' with the fast C parser, keeping every other field.
@@ -176,13 +206,29 @@ def _read_ratings(files: _Files, name: str, sep: str) -> pd.DataFrame:
         table.columns = cols
     else:
         table = _read_table(files, name, sep, cols)
-    ratings = validate_ratings(table, files.label(name), (1.0, 5.0))
+    ratings = validate_ratings(table, files.label(name), scale)
     for col in ("user", "item"):
         ids = pd.to_numeric(ratings[col], errors="coerce")
         if ids.isna().any():
             row = int(np.flatnonzero(ids.isna().to_numpy())[0])
             raise DataError(f"{col} id {ratings[col].iloc[row]!r} is not an integer", files.label(name), row + 1)
         ratings[col] = ids.astype(np.int64)
+    return ratings
+
+
+def _read_ratings_csv(files: _Files, name: str) -> pd.DataFrame:
+    """``userId,movieId,rating,timestamp`` with a header (ML-20M, ML-25M, ml-latest)."""
+    raw = files.read(name)
+    try:  # typed fast path; on any problem re-read as text so the error can name the line
+        table = pd.read_csv(io.BytesIO(raw), dtype={"userId": np.int64, "movieId": np.int64,
+                                                   "rating": np.float32, "timestamp": np.int64})
+        table.columns = ["user", "item", "rating", "timestamp"]
+    except (ValueError, pd.errors.ParserError):
+        table = pd.read_csv(io.BytesIO(raw), dtype=str)
+        table.columns = ["user", "item", "rating", "timestamp"][: len(table.columns)]
+    ratings = validate_ratings(table, files.label(name), (0.5, 5.0), first_line=2)
+    for col in ("user", "item"):
+        ratings[col] = pd.to_numeric(ratings[col]).astype(np.int64)
     return ratings
 
 
@@ -229,6 +275,20 @@ def _load_1m(files: _Files) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, d
     return ratings, users, items[["id", "title", "year", "genres"]], {}
 
 
+def _load_large(files: _Files) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame, dict]:
+    if "ratings.dat" in files.members:  # ML-10M: '::' files, no users.dat
+        ratings = _read_ratings(files, "ratings.dat", "::", (0.5, 5.0))
+        items = _read_table(files, "movies.dat", "::", ["id", "title", "genres"])
+    else:
+        ratings = _read_ratings_csv(files, "ratings.csv")
+        items = pd.read_csv(io.BytesIO(files.read("movies.csv")), dtype=str, encoding="utf-8")
+        items.columns = ["id", "title", "genres"]
+    items["id"] = items["id"].astype(np.int64)
+    items["year"] = _year_from_title(items["title"])
+    items["genres"] = items["genres"].replace("(no genres listed)", "")
+    return ratings, None, items[["id", "title", "year", "genres"]], {}
+
+
 def load_movielens(
     name: str = "ml-100k",
     root: str | None = None,
@@ -236,20 +296,25 @@ def load_movielens(
     download: bool = True,
     duplicates: str = "error",
 ) -> RatingsDataset:
-    """Load MovieLens ``ml-100k`` or ``ml-1m`` (see the module docstring for where it is looked for)."""
+    """Load a MovieLens release, ``name`` a key of ``RELEASES`` (see the module docstring for where it is looked for)."""
     files = locate(name, root, Path(cache_dir) if cache_dir else DEFAULT_CACHE, download)
-    ratings, users, items, folds = (_load_100k if name == "ml-100k" else _load_1m)(files)
+    loader = {"ml-100k": _load_100k, "ml-1m": _load_1m}.get(name, _load_large)
+    ratings, users, items, folds = loader(files)
+    scale = (1.0, 5.0) if name in ("ml-100k", "ml-1m") else (0.5, 5.0)
+    if users is None:
+        log.info("%s has no user demographics: user side features are empty (GHRS uses graph features only)", name)
     # Side tables may list users/items without ratings in a partial copy: keep only rated ones + known.
     expected = RELEASES[name]["n_ratings"]
     label = name
-    if len(ratings) != expected:
+    if expected is not None and len(ratings) != expected:
         n_users = ratings["user"].nunique()
         label = f"{name} subset ({n_users:,} users, {len(ratings):,} ratings)"
         log.warning("%s: %s has %d ratings, the release has %d: reporting it as '%s'",
                     name, files.path, len(ratings), expected, label)
-        users = users[users["id"].isin(ratings["user"])]
+        if users is not None:
+            users = users[users["id"].isin(ratings["user"])]
     label_file = files.label(RELEASES[name]["files"][0])
-    ds = build_dataset(label, ratings, users, items, (1.0, 5.0), duplicates, label_file, folds)
+    ds = build_dataset(label, ratings, users, items, scale, duplicates, label_file, folds)
     log.info("%s", ds.summary())
     return ds
 

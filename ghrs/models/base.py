@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Self
 
@@ -46,6 +47,43 @@ class Recommender:
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def add_users(self, raw_ids, side: pd.DataFrame | None = None) -> np.ndarray:
+        """Register users the dataset has never seen (cold start at serving time).
+
+        ``side``: optional side information, one row per new user in ``raw_ids`` order, columns as in
+        ``dataset.users``. Returns the new users' indices; follow with ``set_history`` to give them
+        ratings. Models with per-user state implement ``_grow_users``.
+        """
+        ds = self.dataset
+        raw = np.asarray(raw_ids, dtype=ds.user_ids.dtype)
+        known = pd.Index(ds.user_ids).get_indexer(raw) >= 0
+        if known.any():
+            raise ValueError(f"user id(s) {raw[known].tolist()} already exist")
+        rows = pd.DataFrame(index=range(len(raw)), columns=ds.users.columns)
+        if side is not None:
+            unknown_cols = set(side.columns) - set(ds.users.columns) - {"id"}
+            if unknown_cols:
+                raise ValueError(f"side info has columns {sorted(unknown_cols)} the model does not know; "
+                                 f"known: {list(ds.users.columns)}")
+            for col in side.columns.intersection(ds.users.columns):
+                rows[col] = side[col].to_numpy()
+        for col in rows.columns:  # keep numeric side columns numeric (missing values become NaN)
+            if pd.api.types.is_numeric_dtype(ds.users[col]):
+                rows[col] = pd.to_numeric(rows[col], errors="coerce")
+        users = pd.concat([ds.users, rows], ignore_index=True)
+        n_old = ds.n_users
+        self.dataset = replace(ds, user_ids=np.concatenate([ds.user_ids, raw]), users=users)
+        self._grow_users(n_old, self.dataset.n_users)
+        return np.arange(n_old, self.dataset.n_users)
+
+    def _grow_users(self, n_old: int, n_new: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot fold in users unseen at training time")
+
+    def observe(self, interactions: pd.DataFrame) -> None:
+        """Append new interactions (user, item, rating, timestamp indices) to the history the model
+        conditions on. Sequence models override this to update a user's state with one recurrent step."""
+        self.set_history(pd.concat([self.history, interactions], ignore_index=True))
 
     def score(self, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64)

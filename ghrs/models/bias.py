@@ -77,6 +77,10 @@ class BiasRecommender(Recommender):
         b_cold = np.bincount(u, resid, n) / (self.reg_user + np.bincount(u, minlength=n))
         self.b_user = np.where(self.trained_users, self.b_user, b_cold)
 
+    def _grow_users(self, n_old: int, n_new: int) -> None:
+        self.b_user = np.concatenate([self.b_user, np.zeros(n_new - n_old)])
+        self.trained_users = np.concatenate([self.trained_users, np.zeros(n_new - n_old, bool)])
+
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self.clip(self.mu + self.b_user[users] + self.b_item[items])
 

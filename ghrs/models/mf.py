@@ -94,6 +94,16 @@ class MFRecommender(Recommender):
             net.user_bias.weight[users, 0] = torch.as_tensor(b_u[users], dtype=torch.float32)
             net.user.weight[users] = 0.0
 
+    def _grow_users(self, n_old: int, n_new: int) -> None:
+        self.trained_users = np.concatenate([self.trained_users, np.zeros(n_new - n_old, bool)])
+        for name in ("user", "user_bias"):
+            old = getattr(self.net, name)
+            grown = nn.Embedding(n_new, old.embedding_dim)
+            with torch.no_grad():
+                grown.weight.zero_()
+                grown.weight[:n_old] = old.weight
+            setattr(self.net, name, grown)
+
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             out = self.net(torch.as_tensor(np.asarray(users)), torch.as_tensor(np.asarray(items)))

@@ -50,3 +50,16 @@ def zip_folder(folder: Path, out: Path) -> Path:
         for f in sorted(folder.rglob("*")):
             zf.write(f, f.relative_to(folder.parent))
     return out
+
+
+def write_ml20m_style(folder: Path, name: str = "ml-latest-small", n_users: int = 20, n_items: int = 15) -> Path:
+    """Write ``folder/<name>/`` with ratings.csv and movies.csv (half-star ratings, quoted titles)."""
+    ds = make_synthetic(n_users=n_users, n_items=n_items, ratings_per_user=6, seed=1)
+    root = folder / name
+    root.mkdir(parents=True)
+    r = ds.ratings.assign(user=ds.user_ids[ds.ratings.user], item=ds.item_ids[ds.ratings.item])
+    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{i},{x - 0.5},{t}\n" for u, i, x, t in r[["user", "item", "rating", "timestamp"]].itertuples(index=False)))
+    (root / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f'{iid},"Movie, The {iid} ({int(it.year)})",{it.genres}\n' for iid, it in zip(ds.item_ids, ds.items.itertuples())))
+    return root

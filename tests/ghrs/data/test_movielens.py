@@ -6,7 +6,7 @@ import pytest
 
 from ghrs.data.dataset import DataError
 from ghrs.data.movielens import load_movielens
-from tests.ghrs.data.fixtures import write_ml1m, write_ml100k, zip_folder
+from tests.ghrs.data.fixtures import write_ml1m, write_ml20m_style, write_ml100k, zip_folder
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 REAL = Path(os.environ.get("GHRS_DATA_DIR", SHARED))
@@ -96,3 +96,16 @@ def test_real_ml1m_subset_content():
     ds = load_movielens("ml-1m", root=str(z), download=False)
     assert len(ds.ratings) == 487_650 and ds.n_users == 2999 and ds.n_items == 3883
     assert ds.ratings.groupby("user").size().min() >= 20
+
+
+def test_csv_style_release_half_stars_and_no_demographics(tmp_path):
+    folder = write_ml20m_style(tmp_path)
+    ds = load_movielens("ml-latest-small", root=str(tmp_path), download=False)
+    assert len(ds.ratings) == len((folder / "ratings.csv").read_text().splitlines()) - 1
+    assert ds.rating_scale == (0.5, 5.0) and (ds.ratings["rating"] % 1 == 0.5).all()
+    assert ds.users.shape[1] == 0 and ds.items["title"].iloc[0].startswith("Movie, The")
+    lines = (folder / "ratings.csv").read_text().splitlines()
+    lines[2] = "1,2,oops,5"
+    (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"ratings.csv, line 3: rating 'oops' is not a number"):
+        load_movielens("ml-latest-small", root=str(tmp_path), download=False)

@@ -4,7 +4,7 @@ import pytest
 
 from ghrs.data.splits import ColdItemSplit, ColdUserSplit, OfficialSplit, RandomSplit, TemporalLOOSplit
 from ghrs.data.synthetic import make_synthetic
-from ghrs.evaluate import history_for
+from ghrs.evaluation import history_for
 
 DS = make_synthetic(n_users=120, n_items=80, ratings_per_user=20, seed=3)
 DS.folds["u1"] = np.arange(0, len(DS.ratings), 5)

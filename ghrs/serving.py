@@ -1,0 +1,158 @@
+"""Use a trained run: top-k recommendations and batch rating prediction in raw ids, with cold start.
+
+Known users are scored as trained. A user id the model never saw gets recommendations when side
+information and/or a few ratings are given (folded in without retraining); an unknown id with nothing
+else is a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ghrs.models.base import Recommender
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+
+
+def load_run(run: str | Path) -> tuple[Recommender, dict]:
+    """Load ``model.pt`` from a run directory (or a path to the file itself)."""
+    path = Path(run).expanduser()
+    file = path / MODEL_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no {MODEL_FILE} at {path}: pass a training run directory (outputs/...) or its model.pt")
+    blob = torch.load(file, map_location="cpu", weights_only=False)
+    return blob["model"], blob["config"]
+
+
+def interactions_frame(model: Recommender, rows, default_user=None) -> pd.DataFrame:
+    """Raw interactions -> an index frame (user, item, rating, timestamp).
+
+    ``rows``: a DataFrame with columns user, item, rating[, timestamp], or a list of ``[item, rating]`` /
+    ``[item, rating, timestamp]`` for ``default_user``. Missing timestamps continue after the newest
+    one in the model's history, in the given order. Unknown items are an error.
+    """
+    if isinstance(rows, pd.DataFrame):
+        table = rows.copy()
+    else:
+        rows = [list(r) for r in rows]
+        if any(len(r) not in (2, 3) for r in rows):
+            raise ValueError("history entries must be [item, rating] or [item, rating, timestamp]")
+        table = pd.DataFrame([r + [None] * (3 - len(r)) for r in rows], columns=["item", "rating", "timestamp"])
+        table.insert(0, "user", default_user)
+    ds = model.dataset
+    lo, hi = ds.rating_scale
+    rating = pd.to_numeric(table["rating"], errors="coerce")
+    if rating.isna().any() or ((rating < lo) | (rating > hi)).any():
+        raise ValueError(f"history ratings must be numbers in [{lo}, {hi}], got {table['rating'].tolist()[:10]}")
+    start = int(model.history["timestamp"].max()) + 1 if len(model.history) else 0
+    ts = table["timestamp"] if "timestamp" in table.columns else pd.Series([None] * len(table))
+    ts = pd.to_numeric(ts, errors="coerce").to_numpy(dtype=float)
+    ts = np.where(np.isnan(ts), start + np.arange(len(table)), ts).astype(np.int64)
+    return pd.DataFrame({
+        "user": ds.user_index(table["user"].to_numpy()),
+        "item": ds.item_index(table["item"].to_numpy()),
+        "rating": rating.to_numpy(np.float32),
+        "timestamp": ts,
+    })
+
+
+def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, side: pd.DataFrame | None) -> None:
+    """Fold in users unknown to the model that come with side info and/or history; error otherwise."""
+    ds = model.dataset
+    raw = np.asarray(raw_users).astype(ds.user_ids.dtype, copy=False) if len(raw_users) else np.asarray(raw_users)
+    unknown = pd.unique(raw[pd.Index(ds.user_ids).get_indexer(raw) < 0])
+    if len(unknown) == 0:
+        return
+    with_info = set()
+    if history is not None and len(history):
+        with_info |= set(np.asarray(history["user"]).astype(ds.user_ids.dtype).tolist())
+    side_rows = None
+    if side is not None and len(side):
+        side = side.assign(id=np.asarray(side["id"]).astype(ds.user_ids.dtype))
+        with_info |= set(side["id"].tolist())
+    missing = [u for u in unknown.tolist() if u not in with_info]
+    if missing:
+        raise KeyError(f"unknown user id(s) {missing[:10]}: the model never saw them; give a few ratings "
+                       "(history=[[item, rating], ...]) and/or side information (side={...}) to fold them in")
+    if side is not None and len(side):
+        side_rows = side.set_index("id").reindex(unknown).reset_index()
+    log.info("folding in %d new user(s) without retraining: %s", len(unknown), unknown[:10].tolist())
+    model.add_users(unknown, side_rows)
+
+
+def recommend(
+    model: Recommender,
+    users,
+    k: int = 10,
+    history=None,
+    side: dict | None = None,
+) -> pd.DataFrame:
+    """Top-``k`` unseen items per raw user id.
+
+    Args:
+        users: raw user ids.
+        history: for a single user, new interactions ``[[item, rating(, timestamp)], ...]``: a known
+            user's state is updated with them (``model.observe``: one recurrent step per interaction for
+            recurrent sequence models), an unknown user is folded in from them.
+        side: for a single unknown user, side information (e.g. ``{"age": 30, "gender": "F"}``).
+
+    Returns a frame ``user, rank, item, title, score`` (raw ids).
+    """
+    users = list(users)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not users:
+        raise ValueError("give at least one user id (users=[...])")
+    if (history or side) and len(users) != 1:
+        raise ValueError("history/side describe one user: give exactly one user id with them")
+    side_df = pd.DataFrame([{**side, "id": users[0]}]) if side else None
+    hist_users = pd.DataFrame({"user": [users[0]] * len(history)}) if history else None
+    ensure_users(model, users, hist_users, side_df)
+    if history:
+        new = interactions_frame(model, history, default_user=users[0])
+        model.observe(new)
+    ds = model.dataset
+    idx = ds.user_index(users)
+    scores = np.asarray(model.score(idx), dtype=np.float64)
+    h = model.history
+    seen = h[h["user"].isin(idx)].groupby("user")["item"].apply(np.asarray).to_dict()
+    rows = []
+    for row, (raw, u) in enumerate(zip(users, idx)):
+        s = scores[row].copy()
+        s[seen.get(u, [])] = -np.inf
+        kk = min(k, int(np.isfinite(s).sum()))
+        top = np.argsort(-s, kind="stable")[:kk]
+        for rank, (item, title) in enumerate(zip(top, ds.item_titles(top)), start=1):
+            rows.append({"user": raw, "rank": rank, "item": ds.item_ids[item], "title": title, "score": float(s[item])})
+    return pd.DataFrame(rows, columns=["user", "rank", "item", "title", "score"])
+
+
+def predict_pairs(
+    model: Recommender,
+    pairs: pd.DataFrame,
+    history: pd.DataFrame | None = None,
+    side: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Ratings for raw ``(user, item)`` pairs, one output row per input row, in input order.
+
+    ``history`` (user, item, rating[, timestamp]) and ``side`` (id + side columns) may describe users the
+    model never saw; they are folded in first.
+    """
+    for col in ("user", "item"):
+        if col not in pairs.columns:
+            raise ValueError(f"pairs need columns 'user' and 'item'; got {list(pairs.columns)}")
+    ensure_users(model, pairs["user"].to_numpy(), history, side)
+    if history is not None and len(history):
+        model.set_history(pd.concat([model.history, interactions_frame(model, history)], ignore_index=True))
+    ds = model.dataset
+    u = ds.user_index(pairs["user"].to_numpy())
+    i = ds.item_index(pairs["item"].to_numpy())
+    return pd.DataFrame({"user": pairs["user"].to_numpy(), "item": pairs["item"].to_numpy(),
+                         "prediction": model.predict(u, i)})
