@@ -29,7 +29,8 @@ def reevaluate(run: str | Path, split_cfg: DictConfig, ks=(10,), batch_size: int
         raise ValueError(
             f"{len(overlap)} test ratings of split {split.name} were in this run's training data: that "
             "evaluation would be a leak; train a run with this split instead (python -m ghrs.train split=...)")
-    return {"test": evaluate(model, dataset, split, "test", tuple(ks), batch_size), "split": split.name}
+    metrics = evaluate(model, dataset, split, "test", tuple(ks), batch_size, rating_metrics=model.predicts_ratings)
+    return {"test": metrics, "split": split.name}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")

@@ -82,7 +82,8 @@ def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     with stage("evaluate", timings):
         for part in ("valid", "test"):
-            m = evaluate(model, dataset, split, part, ks, int(cfg.eval.batch_size), bool(cfg.eval.rating_metrics))
+            m = evaluate(model, dataset, split, part, ks, int(cfg.eval.batch_size),
+                         bool(cfg.eval.rating_metrics) and model.predicts_ratings)
             if m:
                 metrics[part] = m
     model.save_artifacts(run_dir)

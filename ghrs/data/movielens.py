@@ -125,7 +125,8 @@ def _local_candidates(root: Path, name: str) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset.root / GHRS_DATA_DIR points at {root}, which does not exist")
+        log.warning("dataset.root / GHRS_DATA_DIR points at %s, which does not exist", root)
+        return []
     found = [root / name, root / f"{name}.zip", root]
     # Fallback: a partial copy named like the release (e.g. ml-1m-users-1-2999.zip); labelled a subset later.
     found += sorted(root.glob(f"{name}-*.zip")) + sorted(p for p in root.glob(f"{name}-*") if p.is_dir())

@@ -32,6 +32,7 @@ class Recommender:
 
     dataset: RatingsDataset
     history: pd.DataFrame
+    predicts_ratings: bool = True  # False for ranking-only models (no RMSE/MAE)
 
     def fit(
         self,

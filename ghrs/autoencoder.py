@@ -1,0 +1,124 @@
+"""GHRS step 4: a small fully-connected autoencoder whose code layer is the user's (or item's) feature
+vector.
+
+Deterministic for a given seed on CPU: weights are initialised and mini-batches shuffled from a
+private ``torch.Generator`` (the global RNG is not touched), and training runs single-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
+
+
+class AutoEncoder(nn.Module):
+    """``in -> hidden... -> code -> reversed(hidden)... -> in``; linear code and output layers."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (32,), code_dim: int = 8, activation: str = "relu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"autoencoder activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        act = ACTIVATIONS[activation]
+        dims = [in_dim, *hidden]
+        enc: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            enc += [nn.Linear(a, b), act()]
+        enc.append(nn.Linear(dims[-1], code_dim))
+        dec: list[nn.Module] = [nn.Linear(code_dim, dims[-1])]
+        for a, b in zip(dims[::-1][:-1], dims[::-1][1:]):
+            dec += [act(), nn.Linear(a, b)]
+        if len(dims) == 1:  # no hidden layer: code -> input directly
+            dec = [nn.Linear(code_dim, in_dim)]
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+@dataclass
+class AutoEncoderConfig:
+    """``model.autoencoder`` in ``conf/model/ghrs.yaml``."""
+
+    hidden: tuple[int, ...] = (32,)
+    code_dim: int = 8
+    activation: str = "relu"
+    epochs: int = 100
+    lr: float = 3e-3
+    batch_size: int = 128
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in (self.hidden or ()))
+        if self.code_dim < 1 or self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
+            raise ValueError(f"autoencoder: code_dim, epochs, batch_size >= 1 and lr > 0 required; got {self}")
+
+    @classmethod
+    def from_any(cls, cfg) -> AutoEncoderConfig:
+        if isinstance(cfg, cls):
+            return cfg
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown autoencoder option(s) {sorted(unknown)}")
+        return cls(**cfg)
+
+
+@dataclass
+class TrainedAutoEncoder:
+    """A fitted autoencoder and its loss curve (mean training loss per epoch)."""
+
+    net: AutoEncoder
+    losses: list[float]
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.net.encoder(torch.as_tensor(np.asarray(x, np.float32))).numpy().astype(np.float32)
+
+    def reconstruction_error(self, x: np.ndarray) -> float:
+        with torch.no_grad():
+            t = torch.as_tensor(np.asarray(x, np.float32))
+            return float(((self.net(t) - t) ** 2).mean())
+
+
+def train_autoencoder(x: np.ndarray, cfg: AutoEncoderConfig | dict | None = None, seed: int = 0) -> TrainedAutoEncoder:
+    """Fit on the rows of ``x`` (n, d) with Adam on the mean squared reconstruction error.
+
+    Returns the network (eval mode) and the mean training loss of every epoch.
+    """
+    cfg = AutoEncoderConfig.from_any(cfg)
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"autoencoder input must be a non-empty (n, d) matrix, got shape {x.shape}")
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))  # nn.Linear's default init draws from the global RNG: keep it private
+        net = AutoEncoder(x.shape[1], cfg.hidden, cfg.code_dim, cfg.activation)
+    data = torch.from_numpy(x)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses: list[float] = []
+    n = len(data)
+    net.train()
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, cfg.batch_size):
+            batch = data[perm[start : start + cfg.batch_size]]
+            loss = ((net(batch) - batch) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(batch)
+        losses.append(total / n)
+    net.eval()
+    log.info("autoencoder %d -> %s -> %d: loss %.4f -> %.4f over %d epochs",
+             x.shape[1], list(cfg.hidden), cfg.code_dim, losses[0], losses[-1], cfg.epochs)
+    return TrainedAutoEncoder(net, losses)

@@ -1,0 +1,190 @@
+"""GHRS step 3 (user side): graph features of the user similarity graph joined with side information.
+
+Side information follows the paper: gender, age in six bins (<=10, 11-20, 21-30, 31-40, 41-50, >50) and
+occupation, one-hot; optionally the zip code's first character as a region. ML-1M's age codes (1, 18,
+25, 35, 45, 50, 56) fall into the same bins. Tables without these columns (CSV, synthetic variants) are
+encoded by the generic :func:`ghrs.data.side_features.encode_side_table`.
+
+Everything rating-derived (the graph, its features and their scaling) is fitted on the training ratings
+only; users unseen by ``fit`` get their graph features from the edges their revealed ratings give
+against the training users (:meth:`UserFeatureExtractor.transform_new`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ghrs.data.side_features import encode_side_table
+from ghrs.graph.graph_features import FEATURES, CentralityConfig, FeatureScaler, compute_graph_features
+from ghrs.graph.similarity_graph import SimilarityGraph, extend_with_new_users, user_similarity_graph
+
+log = logging.getLogger(__name__)
+
+AGE_EDGES = [-np.inf, 10, 20, 30, 40, 50, np.inf]  # right-inclusive: (-inf, 10], (10, 20], ...
+AGE_LABELS = ["<=10", "11-20", "21-30", "31-40", "41-50", ">50"]
+PAPER_COLUMNS = ("gender", "age", "occupation")
+
+
+def age_bin(age: pd.Series) -> pd.Series:
+    """The paper's six age bins as labels (missing ages -> NaN)."""
+    return pd.cut(pd.to_numeric(age, errors="coerce"), AGE_EDGES, labels=AGE_LABELS, right=True)
+
+
+@dataclass
+class SideEncoder:
+    """One-hot side information with a vocabulary fixed at fit time (new users map onto it; unknown
+    categories are all-zero)."""
+
+    zip_region: bool = False
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+    generic: bool = False
+    names: list[str] = field(default_factory=list)
+
+    def _categorical(self, table: pd.DataFrame) -> dict[str, pd.Series]:
+        cols: dict[str, pd.Series] = {}
+        if "gender" in table.columns:
+            cols["gender"] = table["gender"].astype("string").str.upper().str.strip()
+        if "age" in table.columns:
+            cols["age"] = age_bin(table["age"]).astype("string")
+        if "occupation" in table.columns:
+            cols["occupation"] = table["occupation"].astype("string").str.strip().str.lower()
+        if self.zip_region and "zip" in table.columns:
+            cols["zip_region"] = table["zip"].astype("string").str.strip().str[:1]
+        return cols
+
+    def fit(self, table: pd.DataFrame) -> SideEncoder:
+        self.generic = not any(c in table.columns for c in PAPER_COLUMNS)
+        if self.generic:
+            _, self.names = encode_side_table(table, exclude=("zip",))
+            return self
+        self.vocab = {
+            name: sorted(v for v in s.dropna().unique().tolist() if v != "")
+            for name, s in self._categorical(table).items()
+        }
+        # Other columns of a richer table: the generic encoder, which is stateless per column.
+        rest = table.drop(columns=[c for c in (*PAPER_COLUMNS, "zip") if c in table.columns])
+        _, rest_names = encode_side_table(rest) if len(rest.columns) else (None, [])
+        self.rest_columns = list(rest.columns)
+        self.names = [f"{k}={v}" for k, vals in self.vocab.items() for v in vals] + rest_names
+        return self
+
+    def transform(self, table: pd.DataFrame) -> np.ndarray:
+        if self.generic:
+            x, names = encode_side_table(table, exclude=("zip",))
+            return _align(x, names, self.names)
+        blocks = []
+        cats = self._categorical(table)
+        for name, vals in self.vocab.items():
+            s = cats.get(name, pd.Series(pd.NA, index=table.index, dtype="string"))
+            codes = pd.Categorical(s, categories=vals).codes
+            onehot = np.zeros((len(table), len(vals)), np.float32)
+            ok = codes >= 0
+            onehot[np.flatnonzero(ok), codes[ok]] = 1.0
+            blocks.append(onehot)
+        if self.rest_columns:
+            x, names = encode_side_table(table[self.rest_columns])
+            blocks.append(_align(x, names, self.names[sum(len(v) for v in self.vocab.values()):]))
+        if not blocks:
+            return np.zeros((len(table), 0), np.float32)
+        return np.concatenate(blocks, 1).astype(np.float32)
+
+
+def _align(x: np.ndarray, names: list[str], wanted: list[str]) -> np.ndarray:
+    """Columns of ``x`` (named ``names``) in the order of ``wanted``; missing ones are zero."""
+    pos = {n: j for j, n in enumerate(names)}
+    out = np.zeros((len(x), len(wanted)), np.float32)
+    for j, n in enumerate(wanted):
+        if n in pos:
+            out[:, j] = x[:, pos[n]]
+    return out
+
+
+class UserFeatureExtractor:
+    """The joined GHRS user vector ``[scaled graph features | side one-hots]``.
+
+    Args:
+        alpha: users linked when they agree (same item, same rating) on >= ``alpha * n_items`` items.
+        centrality: :class:`CentralityConfig` (or a dict of its fields).
+        scaling: graph feature scaling fitted on the training users in the graph
+            (``max`` = the paper's division by the column max, ``minmax``, ``standard``, ``none``).
+        graph_features: which of :data:`FEATURES` to keep (all six by default).
+        use_side: join the side information (False: graph features only).
+        zip_region: add the zip code's first character as a one-hot region.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.01,
+        centrality: CentralityConfig | dict | None = None,
+        scaling: str = "max",
+        graph_features: tuple[str, ...] | list[str] | None = None,
+        use_side: bool = True,
+        zip_region: bool = False,
+    ):
+        self.alpha = float(alpha)
+        self.centrality = CentralityConfig.from_any(centrality)
+        self.scaling = scaling
+        self.graph_feature_names = tuple(graph_features) if graph_features else FEATURES
+        unknown = set(self.graph_feature_names) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"unknown graph feature(s) {sorted(unknown)}; known: {FEATURES}")
+        self.use_side = use_side
+        self.side = SideEncoder(zip_region=zip_region)
+        self.seconds: dict[str, float] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [f"graph:{n}" for n in self.graph_feature_names] + (self.side.names if self.use_side else [])
+
+    def fit_transform(self, train: pd.DataFrame, users: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
+        """Build the graph on ``train`` and return the (n_users, d) joined vectors of all users."""
+        t0 = time.perf_counter()
+        self.train = train[["user", "item", "rating"]]
+        self.n_items = n_items
+        self.graph: SimilarityGraph = user_similarity_graph(self.train, n_users, n_items, self.alpha)
+        self.seconds["graph"] = time.perf_counter() - t0
+        log.info("user graph (alpha=%g): %s", self.alpha, self.graph.summary())
+        t0 = time.perf_counter()
+        self.raw = compute_graph_features(self.graph.adjacency, self.centrality)
+        self.seconds["graph_features"] = time.perf_counter() - t0
+        self.cols = [FEATURES.index(n) for n in self.graph_feature_names]
+        self.scaler = FeatureScaler(self.scaling).fit(self.raw.values[self.raw.in_graph][:, self.cols])
+        if self.use_side:
+            self.side.fit(users)
+        return self.transform_rows(np.arange(n_users), self.raw.values, self.raw.in_graph, users)
+
+    def transform_rows(
+        self, rows: np.ndarray, raw_values: np.ndarray, in_graph: np.ndarray, users: pd.DataFrame
+    ) -> np.ndarray:
+        g = self.scaler.transform(raw_values[rows][:, self.cols])
+        g[~in_graph[rows]] = 0.0  # users absent from the graph: zero graph features
+        parts = [g.astype(np.float32)]
+        if self.use_side:
+            parts.append(self.side.transform(users.iloc[rows]))
+        return np.concatenate(parts, 1)
+
+    def transform_new(self, new_ratings: pd.DataFrame, new_users: np.ndarray, users: pd.DataFrame) -> np.ndarray:
+        """Vectors of users unseen by fit from their revealed ratings (possibly none).
+
+        The new users are linked to training users exactly as training users are linked among
+        themselves (same threshold), never to each other; the features of the new users are then read
+        off the extended graph (train users' features stay as fitted).
+        """
+        new_users = np.asarray(new_users, np.int64)
+        n_all = len(users)
+        raw = np.zeros((n_all, len(FEATURES)))
+        in_graph = np.zeros(n_all, bool)
+        if len(new_ratings):
+            ext = extend_with_new_users(self.graph, self.train, new_ratings, n_all, self.n_items)
+            touched = np.diff(ext.adjacency.indptr)[new_users] > 0
+            if touched.any():
+                feats = compute_graph_features(ext.adjacency, self.centrality)
+                raw[new_users] = feats.values[new_users]
+                in_graph[new_users] = feats.in_graph[new_users]
+                log.info("cold users: %d of %d have edges to training users", int(touched.sum()), len(new_users))
+        return self.transform_rows(new_users, raw, in_graph, users)

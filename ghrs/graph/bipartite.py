@@ -1,0 +1,43 @@
+"""The user-item bipartite graph as torch-geometric data (training edges only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch_geometric.data import HeteroData
+from torch_geometric.utils import to_undirected
+
+from ghrs.data.dataset import RatingsDataset
+
+
+def bipartite_hetero(
+    dataset: RatingsDataset,
+    train: pd.DataFrame,
+    user_x: np.ndarray | None = None,
+    item_x: np.ndarray | None = None,
+) -> HeteroData:
+    """``HeteroData`` with node types ``user`` (n_users) and ``item`` (n_items), edge type
+    ``(user, rates, item)`` and its reverse; ``edge_attr`` = rating (num_edges, 1). Node features
+    ``x`` are the given side-feature matrices (n_nodes, n_features) when provided."""
+    data = HeteroData()
+    data["user"].num_nodes = dataset.n_users
+    data["item"].num_nodes = dataset.n_items
+    if user_x is not None:
+        data["user"].x = torch.as_tensor(user_x, dtype=torch.float32)
+    if item_x is not None:
+        data["item"].x = torch.as_tensor(item_x, dtype=torch.float32)
+    edge = torch.as_tensor(np.stack([train["user"].to_numpy(), train["item"].to_numpy()]), dtype=torch.long)
+    rating = torch.as_tensor(train["rating"].to_numpy(np.float32)).unsqueeze(-1)
+    data["user", "rates", "item"].edge_index = edge
+    data["user", "rates", "item"].edge_attr = rating
+    data["item", "rated_by", "user"].edge_index = edge.flip(0)
+    data["item", "rated_by", "user"].edge_attr = rating
+    return data
+
+
+def homogeneous_edge_index(dataset: RatingsDataset, train: pd.DataFrame) -> torch.Tensor:
+    """Undirected edge index over ``n_users + n_items`` nodes (items offset by ``n_users``): (2, 2 * n_edges)."""
+    u = torch.as_tensor(train["user"].to_numpy(), dtype=torch.long)
+    i = torch.as_tensor(train["item"].to_numpy(), dtype=torch.long) + dataset.n_users
+    return to_undirected(torch.stack([u, i]), num_nodes=dataset.n_users + dataset.n_items)

@@ -1,0 +1,87 @@
+"""LightGCN (He et al. 2020) through torch-geometric, as a top-k baseline (``model=lightgcn``).
+
+Ranking only (BPR loss on training edges, uniform negatives); seen items are masked by the evaluation,
+which PyG's ``LightGCN.recommend`` does not do. A user unseen in training is folded in as the mean of
+the final embeddings of the items in its history (zero vector with no history: popularity decides).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import pandas as pd
+import torch
+from torch_geometric.nn.models import LightGCN
+
+from ghrs.data.dataset import RatingsDataset
+from ghrs.graph.bipartite import homogeneous_edge_index
+from ghrs.models.base import Recommender
+from ghrs.training import TrainerConfig, train_loop
+
+
+class LightGCNRecommender(Recommender):
+    predicts_ratings = False
+
+    def __init__(self, dim: int = 64, n_layers: int = 3, reg: float = 1e-4, positive_min_rating: float | None = None,
+                 trainer: dict | TrainerConfig | None = None, seed: int = 0):
+        if dim < 1 or n_layers < 1:
+            raise ValueError("lightgcn: dim and n_layers must be >= 1")
+        self.dim, self.n_layers, self.reg, self.seed = dim, n_layers, reg, seed
+        self.positive_min_rating = positive_min_rating
+        self.trainer = TrainerConfig.from_any(trainer)
+
+    def fit(self, dataset: RatingsDataset, train: pd.DataFrame, valid=None, run_dir: Path | None = None) -> Self:
+        self.dataset = dataset
+        torch.manual_seed(self.seed)
+        pos = train if self.positive_min_rating is None else train[train["rating"] >= self.positive_min_rating]
+        n_u, n_i = dataset.n_users, dataset.n_items
+        self.edge_index = homogeneous_edge_index(dataset, pos)
+        self.net = LightGCN(n_u + n_i, self.dim, self.n_layers)
+        users = torch.as_tensor(pos["user"].to_numpy())
+        items = torch.as_tensor(pos["item"].to_numpy())
+        bs = self.trainer.batch_size
+
+        def batches(epoch: int):
+            perm = torch.randperm(len(users))
+            for s in range(0, len(users), bs):
+                idx = perm[s : s + bs]
+                yield users[idx], items[idx], torch.randint(0, n_i, (len(idx),))
+
+        def loss_fn(net: LightGCN, batch) -> torch.Tensor:
+            u, i, j = batch
+            emb = net.get_embedding(self.edge_index)
+            eu, ei, ej = emb[u], emb[n_u + i], emb[n_u + j]
+            node_id = torch.cat([u, n_u + i, n_u + j]).unique()
+            return net.recommendation_loss((eu * ei).sum(-1), (eu * ej).sum(-1), node_id=node_id, lambda_reg=self.reg)
+
+        self.state = train_loop(self.net, batches, loss_fn, self.trainer, None, run_dir)
+        with torch.no_grad():
+            emb = self.net.get_embedding(self.edge_index)
+        self.user_emb, self.item_emb = emb[:n_u].clone(), emb[n_u:].clone()
+        self.trained_users = np.bincount(pos["user"].to_numpy(), minlength=n_u) > 0
+        self.popularity = torch.as_tensor(np.bincount(pos["item"].to_numpy(), minlength=n_i), dtype=torch.float32)
+        self.history = train
+        return self
+
+    def set_history(self, history: pd.DataFrame) -> None:
+        self.history = history
+        h = history[~self.trained_users[history["user"].to_numpy()]]
+        if len(h):
+            u = torch.as_tensor(h["user"].to_numpy())
+            sums = torch.zeros_like(self.user_emb).index_add_(0, u, self.item_emb[torch.as_tensor(h["item"].to_numpy())])
+            counts = torch.bincount(u, minlength=len(self.user_emb)).clamp(min=1).unsqueeze(-1)
+            cold = torch.as_tensor(~self.trained_users)
+            self.user_emb[cold] = (sums / counts)[cold]
+
+    def _grow_users(self, n_old: int, n_new: int) -> None:
+        self.user_emb = torch.cat([self.user_emb, torch.zeros(n_new - n_old, self.user_emb.shape[1])])
+        self.trained_users = np.concatenate([self.trained_users, np.zeros(n_new - n_old, bool)])
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        s = self.user_emb[torch.as_tensor(np.asarray(users))] @ self.item_emb.T
+        return (s + 1e-6 * torch.log1p(self.popularity)).numpy()  # popularity breaks ties (cold users)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("lightgcn is a ranking model: it predicts no ratings (use score / top-k metrics)")
