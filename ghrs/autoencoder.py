@@ -89,6 +89,38 @@ class TrainedAutoEncoder:
             return float(((self.net(t) - t) ** 2).mean())
 
 
+class _Adam:
+    """Plain Adam (Kingma & Ba) with L2 weight decay.
+
+    ``torch.optim`` imports ``torch._dynamo`` on first use, which costs 1-20 s of imports in a fresh
+    process (disk cache dependent); this loop is all the autoencoder needs.
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.wd, self.betas, self.eps = params, lr, weight_decay, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad if self.wd == 0 else p.grad + self.wd * p
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m / c1, (v / c2).sqrt_().add_(self.eps), value=-self.lr)
+
+
 def train_autoencoder(x: np.ndarray, cfg: AutoEncoderConfig | dict | None = None, seed: int = 0) -> TrainedAutoEncoder:
     """Fit on the rows of ``x`` (n, d) with Adam on the mean squared reconstruction error.
 
@@ -103,7 +135,7 @@ def train_autoencoder(x: np.ndarray, cfg: AutoEncoderConfig | dict | None = None
         torch.manual_seed(int(seed))  # nn.Linear's default init draws from the global RNG: keep it private
         net = AutoEncoder(x.shape[1], cfg.hidden, cfg.code_dim, cfg.activation)
     data = torch.from_numpy(x)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    adam = _Adam(list(net.parameters()), cfg.lr, cfg.weight_decay)
     losses: list[float] = []
     n = len(data)
     net.train()
@@ -113,10 +145,10 @@ def train_autoencoder(x: np.ndarray, cfg: AutoEncoderConfig | dict | None = None
         for start in range(0, n, cfg.batch_size):
             batch = data[perm[start : start + cfg.batch_size]]
             loss = ((net(batch) - batch) ** 2).mean()
-            opt.zero_grad()
+            adam.zero_grad()
             loss.backward()
-            opt.step()
-            total += float(loss) * len(batch)
+            adam.step()
+            total += float(loss.detach()) * len(batch)
         losses.append(total / n)
     net.eval()
     log.info("autoencoder %d -> %s -> %d: loss %.4f -> %.4f over %d epochs",

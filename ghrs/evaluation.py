@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from ghrs.data.dataset import RatingsDataset
 from ghrs.data.splits import Split
-from ghrs.metrics import mae, ranking_metrics, rmse
+from ghrs import distributed
+from ghrs.metrics import RANKING_METRICS, ranking_metrics
 from ghrs.models.base import Recommender
 
 log = logging.getLogger(__name__)
@@ -53,18 +54,23 @@ def evaluate(
     history = history_for(split, which)
     model.set_history(history)
     out: dict[str, float] = {"n_ratings": float(len(target))}
+    # Under DDP each rank takes a share of the ratings and users; sums are reduced over ranks below.
+    rank, world = distributed.rank(), distributed.world_size()
+    sums: dict[str, float] = {}
     if rating_metrics:
-        pred = model.predict(target["user"].to_numpy(), target["item"].to_numpy())
-        out["rmse"] = rmse(pred, target["rating"].to_numpy())
-        out["mae"] = mae(pred, target["rating"].to_numpy())
+        mine = target.iloc[rank::world]
+        pred = model.predict(mine["user"].to_numpy(), mine["item"].to_numpy()).astype(np.float64)
+        err = pred - mine["rating"].to_numpy(np.float64)
+        sums.update({"sse": float((err**2).sum()), "sae": float(np.abs(err).sum()), "n": float(len(mine))})
     rel = target if split.relevant_min_rating is None else target[target["rating"] >= split.relevant_min_rating]
-    users = np.unique(rel["user"].to_numpy())
-    if len(users) == 0:
+    all_users = np.unique(rel["user"].to_numpy())
+    users = all_users[rank::world]
+    if len(all_users) == 0 and not rating_metrics:
         return out
+    if len(all_users):  # same keys on every rank, whatever its share, for the reduction
+        sums.update({f"{p}{m}@{k}": 0.0 for m in RANKING_METRICS for k in ks for p in ("", "count:")})
     seen_m = _user_item_matrix(history, dataset.n_users, dataset.n_items)
     rel_m = _user_item_matrix(rel, dataset.n_users, dataset.n_items)
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
     batches = range(0, len(users), batch_size)
     for start in tqdm(batches, desc=f"rank {which}", disable=not progress or len(batches) < 5, leave=False):
         batch = users[start : start + batch_size]
@@ -74,7 +80,14 @@ def evaluate(
         for name, values in ranking_metrics(scores, relevant, seen, ks).items():
             ok = ~torch.isnan(values)
             sums[name] = sums.get(name, 0.0) + float(values[ok].sum())
-            counts[name] = counts.get(name, 0) + int(ok.sum())
-    out.update({name: sums[name] / max(1, counts[name]) for name in sums})
-    out["n_rank_users"] = float(len(users))
+            sums[f"count:{name}"] = sums.get(f"count:{name}", 0.0) + float(ok.sum())
+    sums = distributed.all_reduce_sum(sums)
+    if rating_metrics and sums["n"]:
+        out["rmse"] = float(np.sqrt(sums["sse"] / sums["n"]))
+        out["mae"] = sums["sae"] / sums["n"]
+    for name in [k for k in sums if k.startswith("count:")]:
+        metric = name.split(":", 1)[1]
+        out[metric] = sums[metric] / max(1.0, sums[name])
+    if len(all_users):
+        out["n_rank_users"] = float(len(all_users))
     return out

@@ -16,6 +16,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ghrs import distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.data.splits import Split
 from ghrs.evaluation import evaluate
@@ -63,9 +64,12 @@ def results_table(metrics: dict[str, dict[str, float]]) -> str:
 def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     """Run the whole pipeline; writes ``config.yaml``, ``model.pt``, ``metrics.json`` into ``run_dir``."""
     run_dir = Path(run_dir)
+    distributed.init(cfg.trainer.get("strategy", "single"))
+    main = distributed.is_main()  # under DDP only rank 0 writes artifacts
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
-    write_bytes_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+    if main:
+        write_bytes_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
     timings: dict[str, float] = {}
     with stage("load", timings):
         dataset = instantiate(cfg.dataset, _convert_="all")
@@ -76,8 +80,9 @@ def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     model: Recommender = instantiate(cfg.model, _convert_="all")
     with stage("fit", timings):
         model.fit(dataset, split.train, split.valid if len(split.valid) else None, run_dir=run_dir)
-    with stage("save", timings):
-        save_model(run_dir / MODEL_FILE, model, cfg)
+    if main:
+        with stage("save", timings):
+            save_model(run_dir / MODEL_FILE, model, cfg)
     ks = tuple(int(k) for k in cfg.eval.ks)
     metrics: dict[str, Any] = {}
     with stage("evaluate", timings):
@@ -86,8 +91,11 @@ def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
                          bool(cfg.eval.rating_metrics) and model.predicts_ratings)
             if m:
                 metrics[part] = m
-    model.save_artifacts(run_dir)
     metrics["timings"] = timings
+    metrics["world_size"] = distributed.world_size()
+    if not main:
+        return metrics
+    model.save_artifacts(run_dir)
     metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     metrics["dataset"] = dataset.name
     metrics["split"] = split.name

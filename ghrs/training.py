@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ghrs import distributed
 from ghrs.io import torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class TrainerConfig:
     resume: bool | str = False  # True: resume from the checkpoint directory; a path: from that file
     grad_clip: float = 5.0
     progress: bool = True
+    strategy: str = "single"  # single | ddp (run under torchrun)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,6 +79,18 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+class _LossModule(torch.nn.Module):
+    """Puts the whole loss computation inside ``forward`` so DistributedDataParallel sees every use of
+    every parameter (models' loss functions may touch parameters outside their own ``forward``)."""
+
+    def __init__(self, module: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.module, self.loss_fn = module, loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.module, batch)
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # number of finished epochs
@@ -108,6 +122,9 @@ def train_loop(
     Returns the final :class:`TrainState`; the module holds the best validation weights.
     """
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    runner: torch.nn.Module = _LossModule(module, loss_fn)
+    if cfg.strategy == "ddp" and distributed.active():
+        runner = torch.nn.parallel.DistributedDataParallel(runner, find_unused_parameters=True)
     state = TrainState()
     best_weights = None
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
@@ -133,9 +150,10 @@ def train_loop(
         t0 = time.perf_counter()
         module.train()
         total, n = 0.0, 0
-        for batch in tqdm(batches(epoch), desc=f"epoch {epoch}", disable=not cfg.progress, leave=False):
+        progress = cfg.progress and distributed.is_main()
+        for batch in tqdm(batches(epoch), desc=f"epoch {epoch}", disable=not progress, leave=False):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(module, batch)
+            loss = runner(distributed.shard(batch))  # this rank's slice of the global batch
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower trainer.lr?")
             loss.backward()
@@ -158,7 +176,7 @@ def train_loop(
         state.history.append(record)
         state.epoch = epoch
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
-        if ckpt_path is not None:
+        if ckpt_path is not None and distributed.is_main():
             torch_save_atomic(ckpt_path, {
                 "model": module.state_dict(), "optimizer": opt.state_dict(), "state": asdict(state),
                 "best_weights": best_weights, "rng": _rng_state(),

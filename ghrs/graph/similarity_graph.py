@@ -87,6 +87,31 @@ def indicator_matrices(
     return out
 
 
+def agreement_blocks(
+    left: list[sp.csr_matrix],
+    right: list[sp.csr_matrix],
+    rows: np.ndarray,
+    block: int = DEFAULT_BLOCK,
+    with_corated: bool = False,
+):
+    """Yield ``(sel, agree, corated)`` per block of ``rows``: ``sel`` the row indices, ``agree`` the
+    (len(sel), n_right) CSR counts ``sum_r left_r[sel] @ right_r.T`` and, if asked, ``corated`` the
+    counts of columns both rows have any value in (else None)."""
+    right_t = [r.T.tocsc() for r in right]
+    any_left = any_right_t = None
+    if with_corated:
+        any_left = sum(left[1:], left[0]).tocsr()
+        any_right_t = sum(right[1:], right[0]).T.tocsc()
+    for start in range(0, len(rows), block):
+        sel = rows[start : start + block]
+        agree = None
+        for lm, rt in zip(left, right_t):
+            prod = lm[sel] @ rt
+            agree = prod if agree is None else agree + prod
+        corated = (any_left[sel] @ any_right_t).tocsr() if with_corated else None
+        yield sel, agree.tocsr(), corated
+
+
 def agreement_edges(
     left: list[sp.csr_matrix],
     right: list[sp.csr_matrix],
@@ -103,14 +128,8 @@ def agreement_edges(
     n_left, n_right = left[0].shape[0], right[0].shape[0]
     thr = max(float(threshold), 1.0)
     rows = np.arange(n_left) if left_rows is None else np.unique(np.asarray(left_rows, np.int64))
-    right_t = [r.T.tocsc() for r in right]
     parts_r, parts_c = [], []
-    for start in range(0, len(rows), block):
-        sel = rows[start : start + block]
-        counts = None
-        for lm, rt in zip(left, right_t):
-            prod = lm[sel] @ rt
-            counts = prod if counts is None else counts + prod
+    for sel, counts, _ in agreement_blocks(left, right, rows, block):
         counts = counts.tocoo()
         keep = counts.data >= thr - 1e-9
         parts_r.append(sel[counts.row[keep]])
@@ -118,6 +137,49 @@ def agreement_edges(
     r = np.concatenate(parts_r) if parts_r else np.empty(0, np.int64)
     c = np.concatenate(parts_c) if parts_c else np.empty(0, np.int64)
     return sp.csr_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n_left, n_right))
+
+
+def agreement_neighbours(
+    left: list[sp.csr_matrix],
+    right: list[sp.csr_matrix],
+    k: int,
+    shrink: float = 10.0,
+    left_rows: np.ndarray | None = None,
+    exclude_self: bool = True,
+    block: int = DEFAULT_BLOCK,
+) -> sp.csr_matrix:
+    """Each row's ``k`` most similar rows of ``right`` by shrunk agreement rate.
+
+    ``rate(a, b) = agree(a, b) / (corated(a, b) + shrink)``: the share of co-rated columns on which a
+    and b gave the same value (GHRS's edge criterion as a weight), pulled towards 0 for small
+    overlaps. Returns an (n_left, n_right) CSR of rates with at most ``k`` entries per row.
+    """
+    n_left, n_right = left[0].shape[0], right[0].shape[0]
+    rows = np.arange(n_left) if left_rows is None else np.unique(np.asarray(left_rows, np.int64))
+    # Dense blocks make the per-row top-k one vectorised argpartition; keep them ~<= 20M entries.
+    block = max(1, min(block, 20_000_000 // max(1, n_right)))
+    parts_r, parts_c, parts_v = [], [], []
+    for sel, agree, corated in agreement_blocks(left, right, rows, block, with_corated=True):
+        a = agree.toarray().astype(np.float64)
+        co = corated.toarray().astype(np.float64)
+        rate = a / (co + shrink)
+        if exclude_self:
+            own = sel < n_right
+            rate[np.flatnonzero(own), sel[own]] = 0.0
+        kk = min(k, n_right)
+        if kk < n_right:
+            idx = np.argpartition(-rate, kk - 1, axis=1)[:, :kk]
+        else:
+            idx = np.broadcast_to(np.arange(n_right), (len(sel), n_right))
+        vals = np.take_along_axis(rate, idx, 1)
+        keep = vals > 0
+        parts_r.append(np.repeat(sel, kk).reshape(len(sel), kk)[keep])
+        parts_c.append(idx[keep])
+        parts_v.append(vals[keep])
+    r = np.concatenate(parts_r) if parts_r else np.empty(0, np.int64)
+    c = np.concatenate(parts_c) if parts_c else np.empty(0, np.int64)
+    v = np.concatenate(parts_v) if parts_v else np.empty(0)
+    return sp.csr_matrix((v, (r, c)), shape=(n_left, n_right))
 
 
 def build_agreement_graph(
@@ -171,6 +233,20 @@ def item_similarity_graph(
     )
 
 
+def rating_indicators(
+    table: pd.DataFrame, values: np.ndarray, n_users: int, n_items: int, transpose: bool = False
+) -> list[sp.csr_matrix]:
+    """User x item 0/1 matrices of ``table`` (columns user, item, rating), one per value of ``values``
+    (item x user with ``transpose``)."""
+    u, i, r = table["user"].to_numpy(), table["item"].to_numpy(), table["rating"].to_numpy()
+    rows, cols, shape = (i, u, (n_items, n_users)) if transpose else (u, i, (n_users, n_items))
+    out = []
+    for v in values:
+        m = r == v
+        out.append(sp.csr_matrix((np.ones(int(m.sum()), np.float32), (rows[m], cols[m])), shape=shape))
+    return out
+
+
 def extend_with_new_users(
     graph: SimilarityGraph,
     train: pd.DataFrame,
@@ -188,15 +264,10 @@ def extend_with_new_users(
     """
     values = np.union1d(np.unique(train["rating"].to_numpy()), np.unique(new["rating"].to_numpy()))
     new_users = np.unique(new["user"].to_numpy())
-
-    def mats(t: pd.DataFrame) -> list[sp.csr_matrix]:
-        u, i, r = t["user"].to_numpy(), t["item"].to_numpy(), t["rating"].to_numpy()
-        return [
-            sp.csr_matrix((np.ones(int((r == v).sum()), np.float32), (u[r == v], i[r == v])), shape=(n_users, n_items))
-            for v in values
-        ]
-
-    cross = agreement_edges(mats(new), mats(train), graph.threshold, left_rows=new_users, block=block)
+    cross = agreement_edges(
+        rating_indicators(new, values, n_users, n_items), rating_indicators(train, values, n_users, n_items),
+        graph.threshold, left_rows=new_users, block=block,
+    )
     base = graph.adjacency
     if base.shape[0] < n_users:
         pad = n_users - base.shape[0]

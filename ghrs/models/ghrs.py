@@ -31,6 +31,7 @@ from typing import Self
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ghrs.autoencoder import AutoEncoderConfig, TrainedAutoEncoder, train_autoencoder
 from ghrs.clustering import ClusterResult, fit_clusters, plot_elbow
@@ -38,22 +39,16 @@ from ghrs.data.dataset import RatingsDataset
 from ghrs.features.item_features import ItemFeatureExtractor
 from ghrs.features.user_features import UserFeatureExtractor
 from ghrs.graph.graph_features import FEATURES, CentralityConfig
+from ghrs.graph.similarity_graph import agreement_neighbours, rating_indicators
 from ghrs.models.base import Recommender
 from ghrs.models.bias import fit_biases
 
 log = logging.getLogger(__name__)
 
 PREDICTORS = ("residual", "paper")
+PREDICTOR_PARAMS = ("predictor", "reg_user", "reg_item", "bias_epochs", "shrink_cluster_item", "shrink_cluster_bias",
+                    "backfit_rounds", "neighbours")
 LEAKAGE = ("none", "features", "all")
-
-
-def _with_fixed_seed(seed: int, fn, *args, **kwargs):
-    """Run ``fn`` with torch's and numpy's global RNGs seeded and restored afterwards."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return fn(*args, **kwargs)
 
 
 class GHRSFeatures:
@@ -195,6 +190,122 @@ class GHRSFeatures:
 
 
 @dataclass
+class NeighbourConfig:
+    """``model.neighbours``: the graph-neighbourhood residual of the default predictor.
+
+    Users (items) are weighted by their shrunk agreement rate ``same-rating count / (co-rated count +
+    agree_shrink)`` -- GHRS's edge criterion as a weight -- keeping each one's ``k_user`` (``k_item``)
+    strongest neighbours. A user's residual on an item is the neighbours' weighted mean residual with
+    ``shrink * mean weight`` added to the denominator; the user-based and item-based terms are added
+    with weights ``weight_user`` and ``weight_item`` (0 disables a term).
+    """
+
+    k_user: int = 100
+    k_item: int = 50
+    agree_shrink: float = 10.0
+    power: float = 1.0
+    shrink: float = 4.0
+    weight_user: float = 0.5
+    weight_item: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.k_user < 1 or self.k_item < 1 or min(self.agree_shrink, self.shrink) < 0:
+            raise ValueError(f"ghrs neighbours: k >= 1 and shrinkage >= 0 required, got {self}")
+
+    @classmethod
+    def from_any(cls, cfg) -> NeighbourConfig:
+        if isinstance(cfg, cls):
+            return cfg
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown neighbours option(s) {sorted(unknown)}")
+        return cls(**cfg)
+
+    @property
+    def active(self) -> bool:
+        return self.weight_user != 0 or self.weight_item != 0
+
+
+class _Neighbourhood:
+    """User- and item-based neighbourhood residuals over agreement-rate weights (see NeighbourConfig)."""
+
+    def __init__(self, cfg: NeighbourConfig):
+        self.cfg = cfg
+
+    def fit(self, train: pd.DataFrame, resid: np.ndarray, n_users: int, n_items: int) -> _Neighbourhood:
+        cfg = self.cfg
+        self.values = np.unique(train["rating"].to_numpy())
+        self.n_users, self.n_items = n_users, n_items
+        self.train = train[["user", "item", "rating"]]
+        user_mats = rating_indicators(self.train, self.values, n_users, n_items)
+        u, i = train["user"].to_numpy(), train["item"].to_numpy()
+        self.w_user = sp.csr_matrix((n_users, n_users))
+        self.w_item = sp.csr_matrix((n_items, n_items))
+        if cfg.weight_user:
+            self.w_user = agreement_neighbours(user_mats, user_mats, cfg.k_user, cfg.agree_shrink, np.unique(u))
+        if cfg.weight_item:
+            item_mats = [m.T.tocsr() for m in user_mats]
+            self.w_item = agreement_neighbours(item_mats, item_mats, cfg.k_item, cfg.agree_shrink, np.unique(i))
+        if cfg.power != 1:
+            self.w_user.data **= cfg.power
+            self.w_item.data **= cfg.power
+        self.lam_user = cfg.shrink * (self.w_user.data.mean() if self.w_user.nnz else 1.0)
+        self.lam_item = cfg.shrink * (self.w_item.data.mean() if self.w_item.nnz else 1.0)
+        self.e_fit = sp.csr_matrix((resid, (u, i)), shape=(n_users, n_items))
+        self.m_fit = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(n_users, n_items))
+        self.w_item_t = self.w_item.T.tocsr()
+        self.reset(n_users)
+        return self
+
+    def reset(self, n_users: int) -> None:
+        """Forget folded-in users; ``n_users`` may have grown since fit."""
+        self.w_user_cur = _pad_rows(self.w_user, n_users, self.w_user.shape[1])
+        self.e = _pad_rows(self.e_fit, n_users, self.n_items)
+        self.m = _pad_rows(self.m_fit, n_users, self.n_items)
+
+    def add_users(self, new: pd.DataFrame, resid: np.ndarray, n_users: int) -> None:
+        """Fold in users without training ratings: their rows of residuals and their neighbours among
+        the training users (from the agreement of their ``new`` ratings with the training ratings)."""
+        self.reset(n_users)
+        u, i = new["user"].to_numpy(), new["item"].to_numpy()
+        self.e = self.e + sp.csr_matrix((resid, (u, i)), shape=(n_users, self.n_items))
+        self.m = self.m + sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(n_users, self.n_items))
+        if self.cfg.weight_user and len(new):
+            values = np.union1d(self.values, np.unique(new["rating"].to_numpy()))
+            left = rating_indicators(new, values, n_users, self.n_items)
+            right = rating_indicators(self.train, values, self.n_users, self.n_items)
+            w_new = agreement_neighbours(left, right, self.cfg.k_user, self.cfg.agree_shrink, np.unique(u),
+                                         exclude_self=False)
+            w_new.data **= self.cfg.power
+            self.w_user_cur = self.w_user_cur + w_new
+
+    def rows(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), n_items) neighbourhood residuals."""
+        cfg = self.cfg
+        out = np.zeros((len(users), self.n_items))
+        if cfg.weight_user:
+            w = self.w_user_cur[users]
+            e_u = self.e[: self.n_users]  # neighbours are training users
+            num = (w @ e_u).toarray()
+            den = (w @ self.m[: self.n_users]).toarray()
+            out += cfg.weight_user * num / (den + self.lam_user)
+        if cfg.weight_item:
+            e, m = self.e[users], self.m[users]
+            num = (e @ self.w_item_t).toarray()
+            den = (m @ self.w_item_t).toarray()
+            out += cfg.weight_item * num / (den + self.lam_item)
+        return out
+
+
+def _pad_rows(m: sp.csr_matrix, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    m = sp.csr_matrix(m)
+    if m.shape[0] < n_rows:
+        m = sp.vstack([m, sp.csr_matrix((n_rows - m.shape[0], n_cols))], format="csr")
+    return m
+
+
+@dataclass
 class _ResidualState:
     mu: float
     b_user: np.ndarray
@@ -241,19 +352,16 @@ class GHRSRecommender(Recommender):
         reg_user: float = 15.0,
         reg_item: float = 10.0,
         bias_epochs: int = 10,
-        shrink_cluster_item: float = 25.0,
+        shrink_cluster_item: float = 100.0,
         shrink_cluster_bias: float = 5.0,
         backfit_rounds: int = 2,
+        neighbours: dict | NeighbourConfig | None = None,
         leakage: str = "none",
         alpha_sweep: list[float] | None = None,
         seed: int = 0,
     ):
-        if predictor not in PREDICTORS:
-            raise ValueError(f"ghrs predictor must be one of {PREDICTORS}, got {predictor!r}")
         if leakage not in LEAKAGE:
             raise ValueError(f"ghrs leakage must be one of {LEAKAGE}, got {leakage!r}")
-        if min(reg_user, reg_item, shrink_cluster_item, shrink_cluster_bias) < 0 or bias_epochs < 1 or backfit_rounds < 1:
-            raise ValueError("ghrs: shrinkage/regularisation >= 0, bias_epochs >= 1, backfit_rounds >= 1 required")
         self.feature_kwargs = dict(
             alpha=alpha, scaling=scaling, graph_features=graph_features, use_side=use_side, zip_region=zip_region,
             centrality=centrality, autoencoder=autoencoder, n_clusters=n_clusters, k_range=tuple(k_range),
@@ -261,14 +369,28 @@ class GHRSRecommender(Recommender):
             item_same_rating=item_same_rating, item_centrality=item_centrality, item_autoencoder=item_autoencoder,
             seed=seed,
         )
-        self.predictor = predictor
-        self.reg_user, self.reg_item, self.bias_epochs = float(reg_user), float(reg_item), int(bias_epochs)
-        self.shrink_cluster_item, self.shrink_cluster_bias = float(shrink_cluster_item), float(shrink_cluster_bias)
-        self.backfit_rounds = int(backfit_rounds)
+        self._set_predictor_params(
+            predictor=predictor, reg_user=reg_user, reg_item=reg_item, bias_epochs=bias_epochs,
+            shrink_cluster_item=shrink_cluster_item, shrink_cluster_bias=shrink_cluster_bias,
+            backfit_rounds=backfit_rounds, neighbours=neighbours,
+        )
         self.leakage = leakage
         self.alpha_sweep = list(alpha_sweep) if alpha_sweep else []
         self.seed = int(seed)
         self.seconds: dict[str, float] = {}
+
+    def _set_predictor_params(self, **p) -> None:
+        if p["predictor"] not in PREDICTORS:
+            raise ValueError(f"ghrs predictor must be one of {PREDICTORS}, got {p['predictor']!r}")
+        if (min(p["reg_user"], p["reg_item"], p["shrink_cluster_item"], p["shrink_cluster_bias"]) < 0
+                or p["bias_epochs"] < 1 or p["backfit_rounds"] < 1):
+            raise ValueError("ghrs: shrinkage/regularisation >= 0, bias_epochs >= 1, backfit_rounds >= 1 required")
+        self.predictor = p["predictor"]
+        self.reg_user, self.reg_item, self.bias_epochs = float(p["reg_user"]), float(p["reg_item"]), int(p["bias_epochs"])
+        self.shrink_cluster_item = float(p["shrink_cluster_item"])
+        self.shrink_cluster_bias = float(p["shrink_cluster_bias"])
+        self.backfit_rounds = int(p["backfit_rounds"])
+        self.neighbours = NeighbourConfig.from_any(p["neighbours"])
 
     # -- fit ---------------------------------------------------------------------------------------
 
@@ -283,6 +405,7 @@ class GHRSRecommender(Recommender):
                 predictor_ratings = dataset.ratings
         self.features = GHRSFeatures(**self.feature_kwargs).fit(dataset, feature_ratings)
         self.seconds.update(self.features.seconds)
+        self._predictor_ratings = predictor_ratings
         t0 = time.perf_counter()
         self._fit_predictor(predictor_ratings, self.features.user_clusters)
         self.seconds["predictor_fit"] = time.perf_counter() - t0
@@ -295,11 +418,28 @@ class GHRSRecommender(Recommender):
             self.sweep_table = alpha_sweep(dataset, train, valid, self.alpha_sweep, self.get_params(), self.seed)
         return self
 
+    def refit_predictor(self, **params) -> Self:
+        """Re-fit step 6 only, with some predictor knobs changed (``predictor``, ``reg_user``,
+        ``reg_item``, ``bias_epochs``, ``shrink_cluster_item``, ``shrink_cluster_bias``,
+        ``backfit_rounds``, ``neighbours``), reusing the fitted graph, features, autoencoder and
+        clusters. For tuning; the current history is folded in again."""
+        current = {k: getattr(self, k) for k in PREDICTOR_PARAMS}
+        unknown = set(params) - set(PREDICTOR_PARAMS)
+        if unknown:
+            raise ValueError(f"refit_predictor: not predictor knobs: {sorted(unknown)}")
+        if isinstance(params.get("neighbours"), dict):
+            params["neighbours"] = {**vars(self.neighbours), **params["neighbours"]}
+        self._set_predictor_params(**{**current, **params})
+        self._fit_predictor(self._predictor_ratings, self.features._base[2])
+        self.set_history(self.history)
+        return self
+
     def get_params(self) -> dict:
         return dict(
             **{k: v for k, v in self.feature_kwargs.items()}, predictor=self.predictor, reg_user=self.reg_user,
             reg_item=self.reg_item, bias_epochs=self.bias_epochs, shrink_cluster_item=self.shrink_cluster_item,
             shrink_cluster_bias=self.shrink_cluster_bias, backfit_rounds=self.backfit_rounds,
+            neighbours=self.neighbours,
         )
 
     def _fit_predictor(self, ratings: pd.DataFrame, clusters: np.ndarray) -> None:
@@ -337,6 +477,10 @@ class GHRSRecommender(Recommender):
         cluster_bias = np.bincount(tc, b_u[trained], k) / (np.bincount(tc, minlength=k) + self.shrink_cluster_bias)
         self._fit_state = _ResidualState(mu, b_u, b_i, resid_ci.reshape(k, n_items), cluster_bias)
         self.state = _ResidualState(mu, b_u.copy(), b_i, resid_ci.reshape(k, n_items), cluster_bias)
+        self.nbr = None
+        if self.predictor == "residual" and self.neighbours.active:
+            e = r - mu - b_u[u] - b_i[i] - resid_ci[cell]
+            self.nbr = _Neighbourhood(self.neighbours).fit(ratings, e, ds.n_users, n_items)
 
     # -- prediction time ---------------------------------------------------------------------------
 
@@ -355,6 +499,7 @@ class GHRSRecommender(Recommender):
         cold = ~trained
         prior = st.cluster_bias[f.user_clusters]
         b_u[cold] = prior[cold]  # k = 0 users: their cluster's mean bias
+        h = history.iloc[:0]
         if len(new_users):
             h = history[np.isin(history["user"].to_numpy(), new_users)]
             u, i = h["user"].to_numpy(), h["item"].to_numpy()
@@ -363,6 +508,10 @@ class GHRSRecommender(Recommender):
             fold = (np.bincount(u, e, n) + self.reg_user * prior) / (cnt + self.reg_user)
             b_u[new_users] = fold[new_users]
         self.state = _ResidualState(st.mu, b_u, st.b_item, st.resid, st.cluster_bias)
+        if self.nbr is not None:
+            u, i = h["user"].to_numpy(), h["item"].to_numpy()
+            e = h["rating"].to_numpy(np.float64) - st.mu - b_u[u] - st.b_item[i] - st.resid[f.user_clusters[u], i]
+            self.nbr.add_users(h, e, n)
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
         self.set_history(self.history)
@@ -374,7 +523,20 @@ class GHRSRecommender(Recommender):
         if self.predictor == "paper":
             return self.clip(self.paper_table[c, items])
         st = self.state
-        return self.clip(st.mu + st.b_user[users] + st.b_item[items] + st.resid[c, items])
+        pred = st.mu + st.b_user[users] + st.b_item[items] + st.resid[c, items]
+        if self.nbr is not None:
+            pred = pred + self._nbr_pairs(users, items)
+        return self.clip(pred)
+
+    def _nbr_pairs(self, users: np.ndarray, items: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        out = np.zeros(len(users))
+        uniq, inv = np.unique(users, return_inverse=True)
+        for start in range(0, len(uniq), chunk):
+            block = uniq[start : start + chunk]
+            rows = self.nbr.rows(block)
+            sel = (inv >= start) & (inv < start + len(block))
+            out[sel] = rows[inv[sel] - start, items[sel]]
+        return out
 
     def score(self, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users, np.int64)
@@ -382,7 +544,10 @@ class GHRSRecommender(Recommender):
         if self.predictor == "paper":
             return self.paper_table[c].astype(np.float32)
         st = self.state
-        return (st.mu + st.b_user[users][:, None] + st.b_item[None, :] + st.resid[c]).astype(np.float32)
+        s = st.mu + st.b_user[users][:, None] + st.b_item[None, :] + st.resid[c]
+        if self.nbr is not None:
+            s = s + self.nbr.rows(users)
+        return s.astype(np.float32)
 
     # -- artifacts ---------------------------------------------------------------------------------
 

@@ -1,0 +1,482 @@
+"""The hybrid recommender (``model=hybrid``): GHRS features + a sequence encoder + a graph embedding.
+
+User representation at history position t (a (batch, dim) vector):
+    MLP([GHRS static vector (graph features, side one-hots, autoencoder code) | cluster embedding |
+         graph embedding (LightGCN-style propagation over the training bipartite graph) |
+         sequence-encoder state after the user's first t interactions | optional user-id embedding])
+Item representation: item-id embedding + a projection of the GHRS item vector (genres, year, item graph
+features, popularity, item autoencoder code) + the item's graph embedding, so items without ratings still
+get a meaningful vector.
+
+Two heads, weighted by ``heads.rating`` / ``heads.ranking`` (0 disables one):
+- rating: ``mu + b_u + b_i + <W_r u_t, v_i>`` for the item the user rates next (the biases are the
+  closed-form bias baseline, folded in for new users; the network learns the residual);
+- ranking: next-item full softmax cross-entropy over all items (``n_negatives`` > 0: sampled softmax).
+At prediction time the state after the whole history is used. Everything is fitted on the training split
+only; cold users are folded in through ``set_history`` (GHRS features from their revealed ratings, bias,
+sequence state, graph edges) without retraining.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import LGConv
+
+from ghrs.data.dataset import RatingsDataset
+from ghrs.graph.bipartite import homogeneous_edge_index
+from ghrs.metrics import ranking_metrics
+from ghrs.models.base import Recommender
+from ghrs.models.bias import fit_biases
+from ghrs.models.ghrs import GHRSFeatures
+from ghrs.training import TrainerConfig, TrainState, train_loop
+
+log = logging.getLogger(__name__)
+
+N_STEP_FEATURES = 2  # per interaction: centred rating, log(1 + days since the previous interaction)
+
+
+def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = x[rows].mean(0)
+    std = x[rows].std(0)
+    std[std == 0] = 1.0
+    return ((x - mean) / std).astype(np.float32), mean, std
+
+
+class Sequences:
+    """Right-padded, time-ordered histories of every user, truncated to the last ``max_len``.
+
+    Attributes (tensors, n_users rows): ``items`` (n_users, L) long, 1-based ids (0 = padding);
+    ``ratings`` (n_users, L) float; ``features`` (n_users, L, 2); ``lengths`` (n_users,) long.
+    """
+
+    def __init__(self, history: pd.DataFrame, n_users: int, max_len: int, mu: float):
+        h = history.sort_values(["user", "timestamp"], kind="stable")
+        u = h["user"].to_numpy()
+        counts = np.bincount(u, minlength=n_users)
+        pos = h.groupby("user").cumcount().to_numpy()
+        keep = pos >= (counts[u] - max_len)  # the last max_len interactions of each user
+        u, pos = u[keep], pos[keep] - np.maximum(counts[u[keep]] - max_len, 0)
+        L = max(1, int(min(max_len, counts.max(initial=0))))
+        self.lengths = torch.as_tensor(np.minimum(counts, max_len), dtype=torch.long)
+        self.items = torch.zeros(n_users, L, dtype=torch.long)
+        self.ratings = torch.zeros(n_users, L)
+        self.features = torch.zeros(n_users, L, N_STEP_FEATURES)
+        items = h["item"].to_numpy()[keep] + 1
+        ratings = h["rating"].to_numpy(np.float32)[keep]
+        ts = h["timestamp"].to_numpy()[keep].astype(np.float64)
+        gaps = np.diff(ts, prepend=ts[:1])
+        gaps[pos == 0] = 0.0
+        self.items[u, pos] = torch.as_tensor(items)
+        self.ratings[u, pos] = torch.as_tensor(ratings)
+        self.features[u, pos, 0] = torch.as_tensor(ratings - mu)
+        self.features[u, pos, 1] = torch.as_tensor(np.log1p(np.maximum(gaps, 0) / 86_400.0), dtype=torch.float32)
+
+
+class HybridNet(nn.Module):
+    """The trainable part. Static inputs are buffers; shapes in the method docstrings."""
+
+    def __init__(
+        self,
+        user_static: np.ndarray,
+        user_cluster: np.ndarray,
+        n_clusters: int,
+        item_static: np.ndarray,
+        encoder: nn.Module,
+        edge_index: torch.Tensor,
+        dim: int,
+        graph_layers: int,
+        use_user_id: bool,
+        dropout: float,
+    ):
+        super().__init__()
+        n_users, n_items = len(user_static), len(item_static)
+        self.n_users, self.n_items = n_users, n_items
+        self.register_buffer("user_static", torch.as_tensor(user_static))
+        self.register_buffer("user_cluster", torch.as_tensor(user_cluster, dtype=torch.long))
+        self.register_buffer("item_static", torch.as_tensor(item_static))
+        self.register_buffer("edge_index", edge_index)
+        self.encoder = encoder
+        self.cluster_emb = nn.Embedding(n_clusters, dim // 4 or 1)
+        self.user_id = nn.Embedding(n_users, dim) if use_user_id else None
+        if self.user_id is not None:
+            nn.init.normal_(self.user_id.weight, std=0.01)
+        self.item_id = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.item_id.weight, std=0.01)
+        self.item_side = nn.Linear(item_static.shape[1], dim) if item_static.shape[1] else None
+        self.user_node = nn.Linear(user_static.shape[1], dim) if user_static.shape[1] else None
+        self.graph_layers = nn.ModuleList(LGConv() for _ in range(graph_layers))
+        in_dim = user_static.shape[1] + self.cluster_emb.embedding_dim + encoder.out_dim + dim * (graph_layers > 0)
+        in_dim += dim if use_user_id else 0
+        self.user_mlp = nn.Sequential(nn.Linear(in_dim, dim * 2), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim * 2, dim))
+        self.rating_proj = nn.Linear(dim, dim, bias=False)
+
+    def item_base(self) -> torch.Tensor:
+        """(n_items, dim): id embedding + side projection (before graph propagation)."""
+        v = self.item_id.weight
+        return v + self.item_side(self.item_static) if self.item_side is not None else v
+
+    def graph_embeddings(self, edge_index: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """LightGCN-style mean of propagations of [user side nodes; item nodes] over the bipartite graph.
+
+        Returns (users (n_users, dim) or None without graph layers, items (n_items, dim))."""
+        items = self.item_base()
+        if not len(self.graph_layers):
+            return None, items
+        users = self.user_node(self.user_static) if self.user_node is not None else items.new_zeros(self.n_users, items.shape[1])
+        x = torch.cat([users, items])
+        edge_index = self.edge_index if edge_index is None else edge_index
+        out = x
+        for conv in self.graph_layers:
+            x = conv(x, edge_index)
+            out = out + x
+        out = out / (len(self.graph_layers) + 1)
+        return out[: self.n_users], out[self.n_users :]
+
+    def user_repr(self, users: torch.Tensor, states: torch.Tensor, graph_users: torch.Tensor | None) -> torch.Tensor:
+        """users (B,), states (B, T, enc_dim) -> (B, T, dim)."""
+        B, T = states.shape[:2]
+        parts = [self.user_static[users], self.cluster_emb(self.user_cluster[users])]
+        if graph_users is not None:
+            parts.append(graph_users[users])
+        if self.user_id is not None:
+            parts.append(self.user_id(users))
+        static = torch.cat(parts, -1).unsqueeze(1).expand(B, T, -1)
+        return self.user_mlp(torch.cat([static, states], -1))
+
+
+class HybridRecommender(Recommender):
+    """See the module docstring; every knob is in ``conf/model/hybrid.yaml``.
+
+    Args:
+        encoder: a ``SequenceEncoder`` factory (``conf/encoder/*.yaml`` is instantiated as a partial
+            taking ``n_items`` and ``n_features``).
+        features: keyword arguments of :class:`GHRSFeatures` (alpha, n_clusters, autoencoder, ...).
+        dim: width of user/item representations.
+        graph_layers: LightGCN propagation steps (0: no graph embedding).
+        use_user_id: add a user-id embedding (off for cold-start evaluation: unseen users have none).
+        heads: ``{"rating": w, "ranking": w}`` loss weights.
+        n_negatives: 0 for full softmax over all items, else sampled softmax with that many negatives.
+        max_len: history length fed to the encoder (the most recent interactions).
+        streaming: keep per-user recurrent states so ``observe`` updates a user with one step.
+    """
+
+    def __init__(
+        self,
+        encoder: Callable[..., nn.Module] | None = None,
+        features: dict | None = None,
+        dim: int = 64,
+        graph_layers: int = 2,
+        use_user_id: bool = False,
+        heads: dict | None = None,
+        n_negatives: int = 0,
+        max_len: int = 50,
+        dropout: float = 0.1,
+        reg_user: float = 15.0,
+        reg_item: float = 10.0,
+        streaming: bool = True,
+        trainer: dict | TrainerConfig | None = None,
+        seed: int = 0,
+    ):
+        heads = {"rating": 1.0, "ranking": 1.0, **(heads or {})}
+        if min(heads.values()) < 0 or max(heads.values()) == 0:
+            raise ValueError(f"hybrid heads weights must be >= 0 with at least one > 0, got {heads}")
+        if dim < 4 or graph_layers < 0 or max_len < 1 or n_negatives < 0:
+            raise ValueError("hybrid: dim >= 4, graph_layers >= 0, max_len >= 1, n_negatives >= 0 required")
+        self.encoder_factory = encoder
+        self.feature_kwargs = {"seed": seed, **(features or {})}
+        self.dim, self.graph_layers, self.use_user_id = dim, graph_layers, use_user_id
+        self.heads, self.n_negatives, self.max_len, self.dropout = heads, n_negatives, max_len, dropout
+        self.reg_user, self.reg_item, self.streaming, self.seed = reg_user, reg_item, streaming, seed
+        self.trainer = TrainerConfig.from_any(trainer)
+
+    # -- fit ---------------------------------------------------------------------------------------
+
+    def _make_encoder(self, n_items: int) -> nn.Module:
+        if self.encoder_factory is None:
+            from ssm.encoders import SequenceEncoder
+
+            return SequenceEncoder(n_items, N_STEP_FEATURES, layer="none")
+        return self.encoder_factory(n_items=n_items, n_features=N_STEP_FEATURES)
+
+    def fit(self, dataset: RatingsDataset, train: pd.DataFrame, valid: pd.DataFrame | None = None,
+            run_dir: Path | None = None) -> Self:
+        self.dataset = dataset
+        torch.manual_seed(self.seed)
+        n_users, n_items = dataset.n_users, dataset.n_items
+        self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
+        r = train["rating"].to_numpy(np.float64)
+        self.mu, b_u, self.b_item = fit_biases(train["user"].to_numpy(), train["item"].to_numpy(), r, n_users, n_items,
+                                               self.reg_user, self.reg_item, 10)
+        self.b_user = torch.as_tensor(b_u, dtype=torch.float32)
+        self.features = GHRSFeatures(**self.feature_kwargs).fit(dataset, train)
+        f = self.features
+        user_static = np.concatenate([f.user_features, f.user_codes], 1)
+        self.user_static, self._u_mean, self._u_std = _standardise(user_static, self.trained_users)
+        item_parts = [f.item_features, f.item_codes] if getattr(f, "item_side", False) else [np.zeros((n_items, 0))]
+        item_static = np.concatenate(item_parts, 1)
+        item_static, _, _ = _standardise(item_static, np.arange(n_items))
+        self.train_edges = train
+        self.net = HybridNet(
+            self.user_static, f.user_clusters, f.n_clusters_, item_static, self._make_encoder(n_items),
+            homogeneous_edge_index(dataset, train), self.dim, self.graph_layers, self.use_user_id, self.dropout,
+        )
+        seqs = Sequences(train, n_users, self.max_len, self.mu)
+        b_item = torch.as_tensor(self.b_item, dtype=torch.float32)
+        users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.numpy() >= 2))
+        bs = max(1, self.trainer.batch_size)
+
+        def batches(epoch: int):
+            perm = users_with_targets[torch.randperm(len(users_with_targets))]
+            for s in range(0, len(perm), bs):
+                yield perm[s : s + bs]
+
+        def loss_fn(net: HybridNet, users: torch.Tensor) -> torch.Tensor:
+            L = int(seqs.lengths[users].max())
+            items, feats, lengths = seqs.items[users, :L], seqs.features[users, :L], seqs.lengths[users]
+            states, _ = net.encoder(items, lengths, feats)
+            graph_u, graph_i = net.graph_embeddings()
+            u = net.user_repr(users, states[:, :-1], graph_u)  # state after t items predicts item t+1
+            target = items[:, 1:] - 1
+            mask = torch.arange(1, L) < lengths.unsqueeze(1)
+            u, target, tr = u[mask], target[mask], seqs.ratings[users, 1:][mask]  # (N, dim), (N,), (N,)
+            loss = u.new_zeros(())
+            if self.heads["rating"]:
+                pred = self.mu + self.b_user[users].unsqueeze(1).expand(-1, L - 1)[mask] + b_item[target]
+                pred = pred + (net.rating_proj(u) * graph_i[target]).sum(-1)
+                loss = loss + self.heads["rating"] * F.mse_loss(pred, tr)
+            if self.heads["ranking"]:
+                loss = loss + self.heads["ranking"] * self._ranking_loss(u, target, graph_i)
+            return loss
+
+        self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer,
+                                            self._valid_fn(train, valid), run_dir)
+        self.set_history(train)
+        return self
+
+    def _ranking_loss(self, u: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """u (N, dim), target (N,) item indices, items (n_items, dim) -> mean cross-entropy."""
+        if not self.n_negatives:
+            return F.cross_entropy(u @ items.T, target)
+        neg = torch.randint(0, len(items), (len(u), self.n_negatives))
+        logits = torch.cat([(u * items[target]).sum(-1, keepdim=True), torch.einsum("nd,nkd->nk", u, items[neg])], 1)
+        logits[:, 1:] = logits[:, 1:].masked_fill(neg == target.unsqueeze(1), float("-inf"))
+        return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
+
+    def _valid_fn(self, train: pd.DataFrame, valid: pd.DataFrame | None):
+        """Early-stopping metric on the validation ratings: RMSE with a rating head, else 1 - HR@10."""
+        if valid is None or len(valid) == 0:
+            return None
+        vu, vi = valid["user"].to_numpy(), valid["item"].to_numpy()
+        vr = valid["rating"].to_numpy(np.float64)
+
+        def metric(net: HybridNet) -> float:
+            self._encode_history(train, streaming=False)
+            if self.heads["rating"]:
+                return float(np.sqrt(np.mean((self.predict(vu, vi) - vr) ** 2)))
+            users = np.unique(vu)
+            scores = torch.as_tensor(self.score(users))
+            seen = torch.zeros_like(scores, dtype=torch.bool)
+            pos = {u: k for k, u in enumerate(users)}
+            rows = torch.as_tensor([pos[u] for u in train["user"].to_numpy() if u in pos])
+            seen[rows, torch.as_tensor(train["item"].to_numpy()[np.isin(train["user"].to_numpy(), users)])] = True
+            rel = torch.zeros_like(seen)
+            rel[torch.as_tensor([pos[u] for u in vu]), torch.as_tensor(vi)] = True
+            return 1.0 - float(torch.nanmean(ranking_metrics(scores, rel, seen, (10,))["hr@10"]))
+
+        return metric
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _encode_history(self, history: pd.DataFrame, streaming: bool | None = None) -> None:
+        """Final user representations (n_users, dim) and item vectors from ``history``."""
+        net = self.net
+        net.eval()
+        n_users = self.dataset.n_users
+        self.seqs = Sequences(history, n_users, self.max_len, self.mu)
+        finals = []
+        for s in range(0, n_users, 1024):
+            sl = slice(s, s + 1024)
+            L = max(1, int(self.seqs.lengths[sl].max()))
+            _, final = net.encoder(self.seqs.items[sl, :L], self.seqs.lengths[sl], self.seqs.features[sl, :L])
+            finals.append(final)
+        self.final_states = torch.cat(finals)
+        # Cold users' revealed ratings become graph edges too (propagation only, no training).
+        cold = history[~self.trained_users[history["user"].to_numpy()]]
+        edges = homogeneous_edge_index(self.dataset, pd.concat([self.train_edges, cold])) if len(cold) else None
+        self.graph_users, self.item_vectors = net.graph_embeddings(edges)
+        self._refresh_user_vectors()
+        streaming = self.streaming if streaming is None else streaming
+        self.stream_state = self._stream_states() if streaming and self._recurrent() else None
+
+    def _refresh_user_vectors(self) -> None:
+        users = torch.arange(self.dataset.n_users)
+        self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), self.graph_users)[:, 0]
+
+    def _recurrent(self) -> bool:
+        return getattr(self.net.encoder, "layer", "none") in ("mamba", "mamba2", "s4d", "gru")
+
+    @torch.no_grad()
+    def _stream_states(self):
+        """Recurrent state of every user after its (truncated) history, by stepping the encoder over
+        all users at once and keeping each user's state at its last real position."""
+        enc, seqs = self.net.encoder, self.seqs
+        state = enc.init_state(self.dataset.n_users)
+        last = seqs.lengths - 1
+        store = state
+        for t in range(seqs.items.shape[1]):
+            state, _ = enc.step(state, seqs.items[:, t], seqs.features[:, t])
+            store = _merge(store, state, last == t)
+        return store
+
+    def set_history(self, history: pd.DataFrame) -> None:
+        self.history = history
+        ds = self.dataset
+        cold_rows = ~self.trained_users[history["user"].to_numpy()]
+        h = history[cold_rows]
+        if len(h) or len(self.user_static) < ds.n_users:
+            self._fold_in(h)
+        self._encode_history(history)
+
+    def _fold_in(self, h: pd.DataFrame) -> None:
+        """GHRS features, cluster and bias of users without training ratings, from their history."""
+        f = self.features
+        f.transform_users(h, self.dataset.users)
+        x = np.concatenate([f.user_features, f.user_codes], 1)
+        self.user_static = ((x - self._u_mean) / self._u_std).astype(np.float32)
+        net = self.net
+        net.user_static = torch.as_tensor(self.user_static)
+        net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long)
+        n = self.dataset.n_users
+        u, i = h["user"].to_numpy(), h["item"].to_numpy()
+        resid = h["rating"].to_numpy(np.float64) - self.mu - self.b_item[i]
+        b_cold = np.bincount(u, resid, n) / (self.reg_user + np.bincount(u, minlength=n))
+        self.b_user = torch.where(torch.as_tensor(self.trained_users), self.b_user, torch.as_tensor(b_cold, dtype=torch.float32))
+
+    def _grow_users(self, n_old: int, n_new: int) -> None:
+        grow = n_new - n_old
+        self.trained_users = np.concatenate([self.trained_users, np.zeros(grow, bool)])
+        self.b_user = torch.cat([self.b_user, torch.zeros(grow)])
+        net = self.net
+        net.n_users = n_new
+        if net.user_id is not None:
+            old = net.user_id
+            net.user_id = nn.Embedding(n_new, old.embedding_dim)
+            with torch.no_grad():
+                net.user_id.weight.zero_()
+                net.user_id.weight[:n_old] = old.weight
+        # The edge index numbers items after users: shift item node ids by the number of new users.
+        ei = net.edge_index.clone()
+        ei[ei >= n_old] += grow
+        net.edge_index = ei
+        self.features._grow(n_new, self.dataset.users)
+        self.user_static = np.concatenate([self.user_static, np.zeros((grow, self.user_static.shape[1]), np.float32)])
+
+    @torch.no_grad()
+    def observe(self, interactions: pd.DataFrame) -> None:
+        """New interactions of known users: with a recurrent encoder and streaming on, each updates the
+        stored user state with one encoder step; otherwise the history is re-encoded."""
+        known = self.trained_users[interactions["user"].to_numpy()]
+        if not (self.streaming and self._recurrent() and self.stream_state is not None and known.all()):
+            return super().observe(interactions)
+        enc = self.net.encoder
+        self.history = pd.concat([self.history, interactions], ignore_index=True)
+        for row in interactions.sort_values("timestamp", kind="stable").itertuples(index=False):
+            u = int(row.user)
+            state_u = _select(self.stream_state, u) if self.seqs.lengths[u] > 0 else enc.init_state(1)
+            prev = self.history[self.history.user == u]["timestamp"].sort_values().to_numpy()
+            gap = (prev[-1] - prev[-2]) / 86_400.0 if len(prev) > 1 else 0.0
+            feat = torch.tensor([[row.rating - self.mu, np.log1p(max(gap, 0.0))]], dtype=torch.float32)
+            new_state, y = enc.step(state_u, torch.tensor([int(row.item) + 1]), feat)
+            self.stream_state = _merge(self.stream_state, _expand(new_state, u, self.stream_state),
+                                       torch.arange(self.dataset.n_users) == u)
+            self.final_states[u] = y[0]
+            self.seqs.lengths[u] += 1
+        self._refresh_user_vectors()
+
+    def _user_vectors(self, users: np.ndarray) -> torch.Tensor:
+        return self.user_vectors[torch.as_tensor(np.asarray(users, dtype=np.int64))]
+
+    @torch.no_grad()
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        u = torch.as_tensor(users)
+        i = torch.as_tensor(items)
+        base = self.mu + self.b_user[u] + torch.as_tensor(self.b_item, dtype=torch.float32)[i]
+        if self.heads["rating"]:
+            base = base + (self.net.rating_proj(self._user_vectors(users)) * self.item_vectors[i]).sum(-1)
+        return self.clip(base.numpy())
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        if self.heads["ranking"]:
+            return (self._user_vectors(users) @ self.item_vectors.T).numpy()
+        return super().score(users)
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """Training curves (loss and validation metric per epoch) as PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        hist = self.state.history
+        if not hist:
+            return
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], label="train loss")
+        if "valid" in hist[0]:
+            ax2 = ax.twinx()
+            ax2.plot([h["epoch"] for h in hist], [h["valid"] for h in hist], color="C1", label="valid")
+            ax2.set_ylabel("validation metric")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title("hybrid training")
+        fig.tight_layout()
+        fig.savefig(Path(run_dir) / "training_curves.png", dpi=120)
+        plt.close(fig)
+
+
+def _map(fn, *states):
+    """Apply ``fn`` to matching tensors of (nested) encoder stream states; other leaves from the first."""
+    first = states[0]
+    if isinstance(first, torch.Tensor):
+        return fn(*states)
+    if isinstance(first, (tuple, list)):
+        parts = [_map(fn, *children) for children in zip(*states)]
+        return type(first)(*parts) if hasattr(first, "_fields") else type(first)(parts)
+    return first
+
+
+def _batched(x: torch.Tensor) -> bool:
+    return x.dim() > 0
+
+
+def _select(state, u: int):
+    """Row ``u`` of a batched stream state, keeping a batch dimension of 1."""
+    return _map(lambda x: x[u : u + 1] if _batched(x) else x, state)
+
+
+def _expand(one, u: int, like):
+    """A single-row state placed at row ``u`` of a batch shaped like ``like`` (other rows arbitrary)."""
+    return _map(lambda a, b: b.index_copy(0, torch.tensor([u]), a) if _batched(b) else a, one, like)
+
+
+def _merge(store, new, mask: torch.Tensor):
+    """Rows of ``new`` where ``mask`` (batch,) is true, rows of ``store`` elsewhere."""
+    def pick(a, b):
+        if not _batched(a):
+            return b
+        m = mask.view(-1, *([1] * (a.dim() - 1)))
+        return torch.where(m, b.to(a.dtype), a)
+    return _map(pick, store, new)
