@@ -8,6 +8,7 @@ private ``torch.Generator`` (the global RNG is not touched), and training runs s
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,24 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+@contextmanager
+def limited_threads(n: int = 1):
+    """Cap torch's and the BLAS/OpenMP pools (threadpoolctl) at ``n`` threads, restoring them after.
+
+    Small matrices gain nothing from threads, and on a busy machine OpenMP workers that spin-wait for
+    each other can slow tiny products down by 100x; every small GHRS step runs single-threaded.
+    """
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        with threadpool_limits(limits=max(1, int(n))):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
 
@@ -80,7 +99,7 @@ class TrainedAutoEncoder:
     losses: list[float]
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), limited_threads(1):
             return self.net.encoder(torch.as_tensor(np.asarray(x, np.float32))).numpy().astype(np.float32)
 
     def reconstruction_error(self, x: np.ndarray) -> float:
@@ -130,6 +149,11 @@ def train_autoencoder(x: np.ndarray, cfg: AutoEncoderConfig | dict | None = None
     x = np.asarray(x, np.float32)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"autoencoder input must be a non-empty (n, d) matrix, got shape {x.shape}")
+    with limited_threads(1):
+        return _train(x, cfg, seed)
+
+
+def _train(x: np.ndarray, cfg: AutoEncoderConfig, seed: int) -> TrainedAutoEncoder:
     gen = torch.Generator().manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # nn.Linear's default init draws from the global RNG: keep it private

@@ -143,6 +143,15 @@ def train_loop(
         _set_rng_state(ck["rng"])
         log.info("resumed from %s after epoch %d", resume_from, state.epoch)
 
+    if valid_fn is not None and resume_from is None:
+        # Epoch 0: the untrained model is a candidate too (models that start from a fitted baseline
+        # then never end worse than it on validation).
+        module.eval()
+        with torch.no_grad():
+            state.best_metric = float(valid_fn(module))
+        best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        log.info("epoch 0 (before training): valid=%.4f", state.best_metric)
+
     while state.epoch < cfg.max_epochs:
         if cfg.patience and state.bad_epochs >= cfg.patience:
             break

@@ -33,6 +33,8 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse import csgraph
 
+from ghrs.autoencoder import limited_threads
+
 log = logging.getLogger(__name__)
 
 FEATURES = ("pagerank", "degree", "closeness", "betweenness", "load", "avg_neighbor_degree")
@@ -58,6 +60,7 @@ class CentralityConfig:
             functions; requires ``engine=networkx``.
         batch_size: BFS sources per matrix product (memory ~ 6 * n_nodes * batch_size * 8 bytes).
         dense_max_nodes: above this many nodes the matrix engine uses a sparse adjacency.
+        threaded_min_nodes: graphs with fewer nodes run the matrix engine single-threaded.
         dtype: arithmetic of the matrix engine's BFS products: ``float32`` (default, twice as fast;
             ~1e-6 relative difference from networkx) or ``float64`` (agrees to ~1e-12).
         seed: pivot sampling.
@@ -77,6 +80,7 @@ class CentralityConfig:
     batch_size: int = 512
     dense_max_nodes: int = 12000
     dtype: str = "float32"
+    threaded_min_nodes: int = 1500
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -246,8 +250,11 @@ def _matrix_features(
         groups.setdefault(mode, []).append(name)
     for mode, names in groups.items():
         srcs = np.arange(n) if mode == "exact" else pivots
-        res = shortest_path_features(sub, srcs, need=set(names), batch_size=cfg.batch_size,
-                                     dense=n <= cfg.dense_max_nodes, dtype=cfg.dtype)
+        # Threads pay off only for large products; small graphs run single-threaded (see limited_threads).
+        threads = torch.get_num_threads() if n >= cfg.threaded_min_nodes else 1
+        with limited_threads(threads):
+            res = shortest_path_features(sub, srcs, need=set(names), batch_size=cfg.batch_size,
+                                         dense=n <= cfg.dense_max_nodes, dtype=cfg.dtype)
         for name in names:
             out[:, FEATURES.index(name)] = res[name]
     seconds["paths"] = time.perf_counter() - t0

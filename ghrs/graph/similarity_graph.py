@@ -162,7 +162,8 @@ def agreement_neighbours(
     for sel, agree, corated in agreement_blocks(left, right, rows, block, with_corated=True):
         a = agree.toarray().astype(np.float64)
         co = corated.toarray().astype(np.float64)
-        rate = a / (co + shrink)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(co > 0, a / (co + shrink), 0.0)
         if exclude_self:
             own = sel < n_right
             rate[np.flatnonzero(own), sel[own]] = 0.0
@@ -220,7 +221,7 @@ def user_similarity_graph(
 
 
 def item_similarity_graph(
-    ratings: pd.DataFrame, n_users: int, n_items: int, alpha: float, same_value: bool = False,
+    ratings: pd.DataFrame, n_users: int, n_items: int, alpha: float, same_rating: bool = False,
     block: int = DEFAULT_BLOCK,
 ) -> SimilarityGraph:
     """Item graph: items linked when at least ``alpha * n_users`` users rated both (the same way when
@@ -229,7 +230,7 @@ def item_similarity_graph(
         raise ValueError(f"ghrs item_alpha must be >= 0, got {alpha}")
     return build_agreement_graph(
         ratings["item"].to_numpy(), ratings["user"].to_numpy(), ratings["rating"].to_numpy(),
-        n_items, n_users, alpha * n_users, same_value=same_value, block=block,
+        n_items, n_users, alpha * n_users, same_value=same_rating, block=block,
     )
 
 

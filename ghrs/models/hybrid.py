@@ -35,8 +35,7 @@ from ghrs.data.dataset import RatingsDataset
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.metrics import ranking_metrics
 from ghrs.models.base import Recommender
-from ghrs.models.bias import fit_biases
-from ghrs.models.ghrs import GHRSFeatures
+from ghrs.models.ghrs import GHRSRecommender
 from ghrs.training import TrainerConfig, TrainState, train_loop
 
 log = logging.getLogger(__name__)
@@ -118,6 +117,7 @@ class HybridNet(nn.Module):
         in_dim += dim if use_user_id else 0
         self.user_mlp = nn.Sequential(nn.Linear(in_dim, dim * 2), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim * 2, dim))
         self.rating_proj = nn.Linear(dim, dim, bias=False)
+        nn.init.zeros_(self.rating_proj.weight)  # start exactly at the base (GHRS) prediction
 
     def item_base(self) -> torch.Tensor:
         """(n_items, dim): id embedding + side projection (before graph propagation)."""
@@ -159,7 +159,9 @@ class HybridRecommender(Recommender):
     Args:
         encoder: a ``SequenceEncoder`` factory (``conf/encoder/*.yaml`` is instantiated as a partial
             taking ``n_items`` and ``n_features``).
-        features: keyword arguments of :class:`GHRSFeatures` (alpha, n_clusters, autoencoder, ...).
+        ghrs: keyword arguments of :class:`GHRSRecommender` (alpha, n_clusters, autoencoder, predictor,
+            ...): its features feed the network and its rating prediction is the base the rating head
+            refines.
         dim: width of user/item representations.
         graph_layers: LightGCN propagation steps (0: no graph embedding).
         use_user_id: add a user-id embedding (off for cold-start evaluation: unseen users have none).
@@ -167,12 +169,15 @@ class HybridRecommender(Recommender):
         n_negatives: 0 for full softmax over all items, else sampled softmax with that many negatives.
         max_len: history length fed to the encoder (the most recent interactions).
         streaming: keep per-user recurrent states so ``observe`` updates a user with one step.
+        residual_shrinkage: c in the weight n / (n + c) of the rating head's learned residual for a user
+            with n known interactions (the same weight at training positions and at prediction), so a
+            cold user with few ratings leans on the GHRS base prediction.
     """
 
     def __init__(
         self,
         encoder: Callable[..., nn.Module] | None = None,
-        features: dict | None = None,
+        ghrs: dict | None = None,
         dim: int = 64,
         graph_layers: int = 2,
         use_user_id: bool = False,
@@ -180,9 +185,8 @@ class HybridRecommender(Recommender):
         n_negatives: int = 0,
         max_len: int = 50,
         dropout: float = 0.1,
-        reg_user: float = 15.0,
-        reg_item: float = 10.0,
         streaming: bool = True,
+        residual_shrinkage: float = 40.0,
         trainer: dict | TrainerConfig | None = None,
         seed: int = 0,
     ):
@@ -192,10 +196,13 @@ class HybridRecommender(Recommender):
         if dim < 4 or graph_layers < 0 or max_len < 1 or n_negatives < 0:
             raise ValueError("hybrid: dim >= 4, graph_layers >= 0, max_len >= 1, n_negatives >= 0 required")
         self.encoder_factory = encoder
-        self.feature_kwargs = {"seed": seed, **(features or {})}
+        self.ghrs_kwargs = {"seed": seed, **(ghrs or {})}
         self.dim, self.graph_layers, self.use_user_id = dim, graph_layers, use_user_id
         self.heads, self.n_negatives, self.max_len, self.dropout = heads, n_negatives, max_len, dropout
-        self.reg_user, self.reg_item, self.streaming, self.seed = reg_user, reg_item, streaming, seed
+        self.streaming, self.seed = streaming, seed
+        if residual_shrinkage < 0:
+            raise ValueError(f"hybrid residual_shrinkage must be >= 0, got {residual_shrinkage}")
+        self.residual_shrinkage = float(residual_shrinkage)
         self.trainer = TrainerConfig.from_any(trainer)
 
     # -- fit ---------------------------------------------------------------------------------------
@@ -213,12 +220,9 @@ class HybridRecommender(Recommender):
         torch.manual_seed(self.seed)
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
-        r = train["rating"].to_numpy(np.float64)
-        self.mu, b_u, self.b_item = fit_biases(train["user"].to_numpy(), train["item"].to_numpy(), r, n_users, n_items,
-                                               self.reg_user, self.reg_item, 10)
-        self.b_user = torch.as_tensor(b_u, dtype=torch.float32)
-        self.features = GHRSFeatures(**self.feature_kwargs).fit(dataset, train)
-        f = self.features
+        self.ghrs = GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+        self.mu = float(train["rating"].mean())  # centres the per-step rating feature
+        f = self.ghrs.features
         user_static = np.concatenate([f.user_features, f.user_codes], 1)
         self.user_static, self._u_mean, self._u_std = _standardise(user_static, self.trained_users)
         item_parts = [f.item_features, f.item_codes] if getattr(f, "item_side", False) else [np.zeros((n_items, 0))]
@@ -230,7 +234,11 @@ class HybridRecommender(Recommender):
             homogeneous_edge_index(dataset, train), self.dim, self.graph_layers, self.use_user_id, self.dropout,
         )
         seqs = Sequences(train, n_users, self.max_len, self.mu)
-        b_item = torch.as_tensor(self.b_item, dtype=torch.float32)
+        # The rating head refines GHRS's prediction: its base for every training position.
+        real = seqs.items > 0
+        ru, rt = real.nonzero(as_tuple=True)
+        base = torch.zeros(seqs.items.shape)
+        base[ru, rt] = torch.as_tensor(self.ghrs.predict(ru.numpy(), (seqs.items[ru, rt] - 1).numpy()))
         users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.numpy() >= 2))
         bs = max(1, self.trainer.batch_size)
 
@@ -247,11 +255,12 @@ class HybridRecommender(Recommender):
             u = net.user_repr(users, states[:, :-1], graph_u)  # state after t items predicts item t+1
             target = items[:, 1:] - 1
             mask = torch.arange(1, L) < lengths.unsqueeze(1)
-            u, target, tr = u[mask], target[mask], seqs.ratings[users, 1:][mask]  # (N, dim), (N,), (N,)
+            u, target, tr = u[mask], target[mask], seqs.ratings[users, 1:L][mask]  # (N, dim), (N,), (N,)
             loss = u.new_zeros(())
             if self.heads["rating"]:
-                pred = self.mu + self.b_user[users].unsqueeze(1).expand(-1, L - 1)[mask] + b_item[target]
-                pred = pred + (net.rating_proj(u) * graph_i[target]).sum(-1)
+                n_seen = torch.arange(1, L).expand(len(users), -1)[mask].float()  # items behind each state
+                weight = n_seen / (n_seen + self.residual_shrinkage)
+                pred = base[users, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
                 loss = loss + self.heads["rating"] * F.mse_loss(pred, tr)
             if self.heads["ranking"]:
                 loss = loss + self.heads["ranking"] * self._ranking_loss(u, target, graph_i)
@@ -303,6 +312,7 @@ class HybridRecommender(Recommender):
         net.eval()
         n_users = self.dataset.n_users
         self.seqs = Sequences(history, n_users, self.max_len, self.mu)
+        self.n_history = torch.as_tensor(np.bincount(history["user"].to_numpy(), minlength=n_users))
         finals = []
         for s in range(0, n_users, 1024):
             sl = slice(s, s + 1024)
@@ -340,32 +350,24 @@ class HybridRecommender(Recommender):
 
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history
-        ds = self.dataset
-        cold_rows = ~self.trained_users[history["user"].to_numpy()]
-        h = history[cold_rows]
-        if len(h) or len(self.user_static) < ds.n_users:
-            self._fold_in(h)
+        self.ghrs.set_history(history)  # folds in users without training ratings (features, cluster, bias)
+        if (~self.trained_users[history["user"].to_numpy()]).any() or len(self.user_static) < self.dataset.n_users:
+            self._refresh_static()
         self._encode_history(history)
 
-    def _fold_in(self, h: pd.DataFrame) -> None:
-        """GHRS features, cluster and bias of users without training ratings, from their history."""
-        f = self.features
-        f.transform_users(h, self.dataset.users)
+    def _refresh_static(self) -> None:
+        """Copy the (folded-in) GHRS user vectors and clusters into the network's buffers."""
+        f = self.ghrs.features
         x = np.concatenate([f.user_features, f.user_codes], 1)
         self.user_static = ((x - self._u_mean) / self._u_std).astype(np.float32)
-        net = self.net
-        net.user_static = torch.as_tensor(self.user_static)
-        net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long)
-        n = self.dataset.n_users
-        u, i = h["user"].to_numpy(), h["item"].to_numpy()
-        resid = h["rating"].to_numpy(np.float64) - self.mu - self.b_item[i]
-        b_cold = np.bincount(u, resid, n) / (self.reg_user + np.bincount(u, minlength=n))
-        self.b_user = torch.where(torch.as_tensor(self.trained_users), self.b_user, torch.as_tensor(b_cold, dtype=torch.float32))
+        self.net.user_static = torch.as_tensor(self.user_static)
+        self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long)
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
         grow = n_new - n_old
+        self.ghrs.dataset = self.dataset
+        self.ghrs._grow_users(n_old, n_new)
         self.trained_users = np.concatenate([self.trained_users, np.zeros(grow, bool)])
-        self.b_user = torch.cat([self.b_user, torch.zeros(grow)])
         net = self.net
         net.n_users = n_new
         if net.user_id is not None:
@@ -378,7 +380,6 @@ class HybridRecommender(Recommender):
         ei = net.edge_index.clone()
         ei[ei >= n_old] += grow
         net.edge_index = ei
-        self.features._grow(n_new, self.dataset.users)
         self.user_static = np.concatenate([self.user_static, np.zeros((grow, self.user_static.shape[1]), np.float32)])
 
     @torch.no_grad()
@@ -401,6 +402,7 @@ class HybridRecommender(Recommender):
                                        torch.arange(self.dataset.n_users) == u)
             self.final_states[u] = y[0]
             self.seqs.lengths[u] += 1
+            self.n_history[u] += 1
         self._refresh_user_vectors()
 
     def _user_vectors(self, users: np.ndarray) -> torch.Tensor:
@@ -411,9 +413,11 @@ class HybridRecommender(Recommender):
         users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
         u = torch.as_tensor(users)
         i = torch.as_tensor(items)
-        base = self.mu + self.b_user[u] + torch.as_tensor(self.b_item, dtype=torch.float32)[i]
+        base = torch.as_tensor(self.ghrs.predict(users, items), dtype=torch.float32)
         if self.heads["rating"]:
-            base = base + (self.net.rating_proj(self._user_vectors(users)) * self.item_vectors[i]).sum(-1)
+            n_seen = self.n_history[u].float()
+            weight = n_seen / (n_seen + self.residual_shrinkage)
+            base = base + weight * (self.net.rating_proj(self._user_vectors(users)) * self.item_vectors[i]).sum(-1)
         return self.clip(base.numpy())
 
     @torch.no_grad()
