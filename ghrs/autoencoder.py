@@ -7,6 +7,7 @@ private ``torch.Generator`` (the global RNG is not touched), and training runs s
 
 from __future__ import annotations
 
+import itertools
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,11 +49,11 @@ class AutoEncoder(nn.Module):
         act = ACTIVATIONS[activation]
         dims = [in_dim, *hidden]
         enc: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             enc += [nn.Linear(a, b), act()]
         enc.append(nn.Linear(dims[-1], code_dim))
         dec: list[nn.Module] = [nn.Linear(code_dim, dims[-1])]
-        for a, b in zip(dims[::-1][:-1], dims[::-1][1:]):
+        for a, b in itertools.pairwise(dims[::-1]):
             dec += [act(), nn.Linear(a, b)]
         if len(dims) == 1:  # no hidden layer: code -> input directly
             dec = [nn.Linear(code_dim, in_dim)]

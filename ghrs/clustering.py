@@ -97,10 +97,12 @@ def plot_elbow(result: ClusterResult, path: Path, title: str = "GHRS k-means elb
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(result.ks, result.inertias, "o-", color="tab:blue")
     ax.axvline(result.k, color="tab:red", ls="--", label=f"elbow k = {result.k}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of clusters k")
     ax.set_ylabel("k-means inertia")
     ax.set_title(title)

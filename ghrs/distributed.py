@@ -30,7 +30,7 @@ def init(strategy: str) -> None:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     log.info("ddp: rank %d of %d (%s)", rank(), world_size(), backend)
 
 

@@ -23,7 +23,7 @@ def reevaluate(run: str | Path, split_cfg: DictConfig, ks=(10,), batch_size: int
     split = instantiate(split_cfg)(dataset)
     trained = model.history[["user", "item"]]
     # A rating the model was fitted on may not be tested on: compare (user, item) pairs by index.
-    key = lambda t: set(zip(t["user"].tolist(), t["item"].tolist()))  # noqa: E731
+    key = lambda t: set(zip(t["user"].tolist(), t["item"].tolist()))
     overlap = key(split.test) & key(trained)
     if overlap:
         raise ValueError(

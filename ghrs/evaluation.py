@@ -10,9 +10,9 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from ghrs import distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.data.splits import Split
-from ghrs import distributed
 from ghrs.metrics import RANKING_METRICS, ranking_metrics
 from ghrs.models.base import Recommender
 

@@ -169,7 +169,7 @@ def train_loop(
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
             opt.step()
-            total, n = total + float(loss), n + 1
+            total, n = total + loss.item(), n + 1
         record = {"epoch": epoch, "train_loss": total / max(1, n)}
         if valid_fn is not None:
             module.eval()

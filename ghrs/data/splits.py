@@ -118,7 +118,7 @@ class RandomSplit:
         perm = rng.permutation(len(r))
         is_test = np.zeros(len(r), bool)
         if self.n_folds is None:
-            is_test[perm[: int(round(self.test_ratio * len(r)))]] = True
+            is_test[perm[: round(self.test_ratio * len(r))]] = True
             name = f"random:{self.test_ratio}"
         else:
             is_test[np.array_split(perm, self.n_folds)[int(self.fold)]] = True
@@ -171,7 +171,7 @@ class ColdUserSplit:
         r = dataset.ratings
         rng = np.random.default_rng(self.seed)
         users = np.unique(r["user"].to_numpy())
-        cold = np.sort(rng.choice(users, int(round(self.holdout_ratio * len(users))), replace=False))
+        cold = np.sort(rng.choice(users, round(self.holdout_ratio * len(users)), replace=False))
         is_cold = np.isin(r["user"].to_numpy(), cold)
         order = r.groupby("user").cumcount().to_numpy()  # position in the user's time-ordered history
         revealed = is_cold & (order < self.reveal)
@@ -197,7 +197,7 @@ class ColdItemSplit:
         r = dataset.ratings
         rng = np.random.default_rng(self.seed)
         items = np.unique(r["item"].to_numpy())
-        cold = np.sort(rng.choice(items, int(round(self.holdout_ratio * len(items))), replace=False))
+        cold = np.sort(rng.choice(items, round(self.holdout_ratio * len(items)), replace=False))
         is_cold = np.isin(r["item"].to_numpy(), cold)
         train, valid = _carve_valid(r[~is_cold], self.valid_ratio, rng)
         return Split(

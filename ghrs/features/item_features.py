@@ -14,12 +14,12 @@ Joined item vector: ``[scaled item-graph features | popularity | genres multi-ho
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pandas as pd
 
 from ghrs.data.side_features import encode_side_table
+from ghrs.features.user_features import StageLog
 from ghrs.graph.graph_features import FEATURES, CentralityConfig, FeatureScaler, compute_graph_features
 from ghrs.graph.similarity_graph import item_similarity_graph
 
@@ -69,6 +69,7 @@ class ItemFeatureExtractor:
         scaling: str = "max",
         use_graph: bool = True,
         mean_shrinkage: float = 10.0,
+        stages: StageLog | None = None,
     ):
         self.item_alpha = float(item_alpha)
         self.same_rating = same_rating
@@ -76,19 +77,17 @@ class ItemFeatureExtractor:
         self.scaling = scaling
         self.use_graph = use_graph
         self.mean_shrinkage = mean_shrinkage
-        self.seconds: dict[str, float] = {}
+        self.stages = stages or StageLog()
         self.names: list[str] = []
 
     def fit_transform(self, train: pd.DataFrame, items: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
         blocks, names = [], []
         if self.use_graph:
-            t0 = time.perf_counter()
-            self.graph = item_similarity_graph(train, n_users, n_items, self.item_alpha, self.same_rating)
-            self.seconds["graph"] = time.perf_counter() - t0
+            with self.stages("item_graph"):
+                self.graph = item_similarity_graph(train, n_users, n_items, self.item_alpha, self.same_rating)
             log.info("item graph (item_alpha=%g): %s", self.item_alpha, self.graph.summary())
-            t0 = time.perf_counter()
-            raw = compute_graph_features(self.graph.adjacency, self.centrality)
-            self.seconds["graph_features"] = time.perf_counter() - t0
+            with self.stages("item_graph_features"):
+                raw = compute_graph_features(self.graph.adjacency, self.centrality)
             scaler = FeatureScaler(self.scaling).fit(raw.values[raw.in_graph])
             g = scaler.transform(raw.values)
             g[~raw.in_graph] = 0.0

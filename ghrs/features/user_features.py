@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +30,30 @@ log = logging.getLogger(__name__)
 AGE_EDGES = [-np.inf, 10, 20, 30, 40, 50, np.inf]  # right-inclusive: (-inf, 10], (10, 20], ...
 AGE_LABELS = ["<=10", "11-20", "21-30", "31-40", "41-50", ">50"]
 PAPER_COLUMNS = ("gender", "age", "occupation")
+
+
+class StageLog:
+    """Wall time of named stages, shared by the GHRS steps; ``listeners`` are called as
+    ``listener(stage, "start" | "end")`` around every stage (the benchmark measures memory with them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.listeners: list[Callable[[str, str], None]] = []
+
+    @contextmanager
+    def __call__(self, name: str):
+        for listener in self.listeners:
+            listener(name, "start")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            for listener in self.listeners:
+                listener(name, "end")
+
+    def __getstate__(self) -> dict:  # listeners are process-local (not pickled with a model)
+        return {"seconds": self.seconds, "listeners": []}
 
 
 def age_bin(age: pd.Series) -> pd.Series:
@@ -81,7 +107,7 @@ class SideEncoder:
         cats = self._categorical(table)
         for name, vals in self.vocab.items():
             s = cats.get(name, pd.Series(pd.NA, index=table.index, dtype="string"))
-            codes = pd.Categorical(s, categories=vals).codes
+            codes = pd.Index(vals).get_indexer(s.astype(object).where(s.notna(), None))  # unseen/missing -> -1
             onehot = np.zeros((len(table), len(vals)), np.float32)
             ok = codes >= 0
             onehot[np.flatnonzero(ok), codes[ok]] = 1.0
@@ -125,6 +151,7 @@ class UserFeatureExtractor:
         graph_features: tuple[str, ...] | list[str] | None = None,
         use_side: bool = True,
         zip_region: bool = False,
+        stages: StageLog | None = None,
     ):
         self.alpha = float(alpha)
         self.centrality = CentralityConfig.from_any(centrality)
@@ -135,7 +162,7 @@ class UserFeatureExtractor:
             raise ValueError(f"unknown graph feature(s) {sorted(unknown)}; known: {FEATURES}")
         self.use_side = use_side
         self.side = SideEncoder(zip_region=zip_region)
-        self.seconds: dict[str, float] = {}
+        self.stages = stages or StageLog()
 
     @property
     def names(self) -> list[str]:
@@ -143,15 +170,13 @@ class UserFeatureExtractor:
 
     def fit_transform(self, train: pd.DataFrame, users: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
         """Build the graph on ``train`` and return the (n_users, d) joined vectors of all users."""
-        t0 = time.perf_counter()
-        self.train = train[["user", "item", "rating"]]
+        self.train = train  # a reference (pickled once with the model), not a copy
         self.n_items = n_items
-        self.graph: SimilarityGraph = user_similarity_graph(self.train, n_users, n_items, self.alpha)
-        self.seconds["graph"] = time.perf_counter() - t0
+        with self.stages("graph"):
+            self.graph: SimilarityGraph = user_similarity_graph(self.train, n_users, n_items, self.alpha)
         log.info("user graph (alpha=%g): %s", self.alpha, self.graph.summary())
-        t0 = time.perf_counter()
-        self.raw = compute_graph_features(self.graph.adjacency, self.centrality)
-        self.seconds["graph_features"] = time.perf_counter() - t0
+        with self.stages("graph_features"):
+            self.raw = compute_graph_features(self.graph.adjacency, self.centrality)
         self.cols = [FEATURES.index(n) for n in self.graph_feature_names]
         self.scaler = FeatureScaler(self.scaling).fit(self.raw.values[self.raw.in_graph][:, self.cols])
         if self.use_side:

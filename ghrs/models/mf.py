@@ -48,9 +48,9 @@ class MFRecommender(Recommender):
     def fit(self, dataset: RatingsDataset, train: pd.DataFrame, valid=None, run_dir: Path | None = None) -> Self:
         self.dataset = dataset
         torch.manual_seed(self.seed)
-        u = torch.as_tensor(train["user"].to_numpy())
-        i = torch.as_tensor(train["item"].to_numpy())
-        r = torch.as_tensor(train["rating"].to_numpy(np.float32))
+        u = torch.tensor(train["user"].to_numpy())
+        i = torch.tensor(train["item"].to_numpy())
+        r = torch.tensor(train["rating"].to_numpy(np.float32))
         self.net = BiasedMF(dataset.n_users, dataset.n_items, self.dim, float(r.mean()))
         bs = self.trainer.batch_size
 

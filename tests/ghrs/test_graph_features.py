@@ -136,3 +136,16 @@ def test_feature_scaler(kind):
     np.testing.assert_allclose(out[0], expected)
     with pytest.raises(ValueError, match="feature scaling"):
         FeatureScaler("log")
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_dense_and_sparse_products_agree(dense):
+    g, adj = small_graph(4, n=60, p=0.08, isolated=0)
+    h = g.subgraph([v for v in g if g.degree(v) > 0])
+    nodes = sorted(h)
+    sub = adj[nodes][:, nodes]
+    got = shortest_path_features(sub, np.arange(len(nodes)), dense=dense, dtype="float64")
+    ref = nx.betweenness_centrality(h)
+    np.testing.assert_allclose(got["betweenness"], [ref[v] for v in nodes], rtol=1e-9, atol=1e-12)
+    ref = nx.load_centrality(h)
+    np.testing.assert_allclose(got["load"], [ref[v] for v in nodes], rtol=1e-9, atol=1e-12)

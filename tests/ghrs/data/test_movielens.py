@@ -63,7 +63,8 @@ def test_truncated_zip_is_a_clear_error(tmp_path):
         load_movielens("ml-100k", root=str(z), download=False)
 
 
-def test_corrupt_cache_is_removed(tmp_path):
+def test_corrupt_cache_is_removed(tmp_path, monkeypatch):
+    monkeypatch.delenv("GHRS_DATA_DIR", raising=False)  # CI points this at the real data
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "ml-100k.zip").write_bytes(b"not a zip")

@@ -1,0 +1,459 @@
+"""Selective scan (the S6 layer of Mamba, Gu & Dao 2023): API, backend dispatch, PyTorch backends.
+
+For every batch element b, channel d and state index n the scan runs the linear recurrence
+
+    delta_t = softplus(delta_t + delta_bias)          (bias and softplus optional)
+    x_t     = exp(delta_t * A[d, n]) * x_{t-1} + delta_t * B_t[n] * u_t      (x_{-1} = 0)
+    y_t     = sum_n C_t[n] * x_t[n] + D[d] * u_t
+    y_t     = y_t * silu(z_t)                         (gate optional)
+
+Shapes (``G`` = number of groups; channel ``d`` reads the B/C of group ``d // (dim // G)``):
+
+=================  ===============================================================
+``u, delta, z``    (batch, dim, length)
+``A``              (dim, d_state), real (usually negative: ``-exp(A_log)``)
+``B, C``           (batch, d_state, length) or grouped (batch, G, d_state, length)
+``D, delta_bias``  (dim,)
+``mask``           (batch, length) bool, True at real positions (left/right padding)
+``lengths``        (batch,) int: the first ``lengths[b]`` positions are real (right padding)
+``y``              (batch, dim, length), dtype of ``u``
+``last_state``     (batch, dim, d_state), float32 (float64 for float64 inputs)
+=================  ===============================================================
+
+Backends: ``reference`` (sequential loop, the ground truth), ``chunked`` (CPU-friendly, parallel inside a
+chunk, sequential across chunks), ``triton`` (:mod:`kernels.selective_scan_triton`) and ``auto`` (triton for
+CUDA tensors, chunked otherwise). All backends accumulate in float32 (float64 when the inputs are float64)
+and support autograd. This package must not import ``ghrs``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["BACKENDS", "selective_scan", "selective_state_update"]
+
+BACKENDS = ("auto", "reference", "chunked", "triton")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# chunked backend: size of one block's (batch, dim, d_state, steps) temporaries (~1 MB in fp32, cache-sized;
+# measured best on CPU among 2^14..2^23), and the per-step width above which the plain step loop is faster
+BLOCK_ELEMENTS = 1 << 18
+WIDE_STEP_ELEMENTS = 1 << 16
+
+
+# --------------------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_float(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")  # noqa: TRY004
+    if t.is_complex():
+        raise ValueError(f"{name} must be real (complex A/B/C are not supported), got dtype {t.dtype}")
+    if t.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{name} must be a float16/bfloat16/float32/float64 tensor, got dtype {t.dtype}")
+
+
+def _check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...], desc: str) -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {desc} = {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def _check_bc(name: str, t: torch.Tensor, batch: int, dim: int, length: int, d_state: int) -> int:
+    """Validate B or C (3-D or grouped 4-D) and return its number of groups."""
+    _check_float(name, t)
+    if t.dim() == 3:
+        _check_shape(name, t, (batch, d_state, length), "(batch, d_state, length)")
+        return 1
+    if t.dim() == 4:
+        groups = t.shape[1]
+        _check_shape(name, t, (batch, groups, d_state, length), "(batch, groups, d_state, length)")
+        if groups < 1 or dim % groups != 0:
+            raise ValueError(f"{name}: dim={dim} must be divisible by the number of groups, got {groups}")
+        return groups
+    raise ValueError(
+        f"{name} must be (batch, d_state, length) or (batch, groups, d_state, length), got shape "
+        f"{tuple(t.shape)}"
+    )
+
+
+def _validate_mask(
+    mask: torch.Tensor | None, lengths: torch.Tensor | None, batch: int, length: int, device: torch.device
+) -> torch.Tensor | None:
+    """Turn ``mask`` / ``lengths`` into one (batch, length) bool mask, or None when every step is real."""
+    if mask is not None and lengths is not None:
+        raise ValueError("give either mask or lengths, not both")
+    if lengths is not None:
+        if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dim() != 1:
+            raise ValueError("lengths must be a 1-D integer tensor (batch,)")
+        if lengths.shape[0] != batch:
+            raise ValueError(f"lengths must have shape (batch,) = ({batch},), got {tuple(lengths.shape)}")
+        if bool(((lengths < 0) | (lengths > length)).any()):
+            raise ValueError(f"lengths must lie in [0, length={length}]")
+        lengths = lengths.to(device)
+        return torch.arange(length, device=device)[None, :] < lengths[:, None]
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise ValueError(
+            f"mask must be a bool tensor (batch, length), got {getattr(mask, 'dtype', type(mask))}"
+        )
+    _check_shape("mask", mask, (batch, length), "(batch, length)")
+    if mask.device != device:
+        raise ValueError(f"mask must be on {device}, got {mask.device}")
+    return mask
+
+
+def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """float64 if any input is float64 (used by gradcheck), float32 otherwise (fp16/bf16 accumulate in fp32)."""
+    return (
+        torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+    )
+
+
+def _as_groups(t: torch.Tensor) -> torch.Tensor:
+    """B or C -> grouped view (batch, G, d_state, length) (a view, no copy)."""
+    return t.unsqueeze(1) if t.dim() == 3 else t
+
+
+# --------------------------------------------------------------------------------------------------------
+# shared pre/post-processing (torch ops, differentiable)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _effective_delta(
+    delta: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    mask: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """delta (batch, dim, length) -> softplus(delta + bias) in ``dtype``, 0 at padded steps."""
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)  # threshold 20: identity above, as in mamba_ssm
+    if mask is not None:
+        # delta = 0 at a padded step: exp(0 * A) = 1 keeps the state and delta * B * u = 0 adds nothing
+        delta = torch.where(mask[:, None, :], delta, torch.zeros((), dtype=dtype, device=delta.device))
+    return delta
+
+
+def _finish_output(
+    y: torch.Tensor,
+    u: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """y = (y + D u) * silu(z), zeroed at padded steps; all (batch, dim, length) in the compute dtype."""
+    if D is not None:
+        y = y + D.to(y.dtype)[:, None] * u
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    if mask is not None:
+        y = torch.where(mask[:, None, :], y, torch.zeros((), dtype=y.dtype, device=y.device))
+    return y
+
+
+# --------------------------------------------------------------------------------------------------------
+# reference backend
+# --------------------------------------------------------------------------------------------------------
+
+
+def _scan_reference(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain sequential scan. u, delta (batch, dim, L); A (dim, N); B, C (batch, G, N, L), all one dtype.
+
+    Returns (sum_n C_t x_t (batch, dim, L), last state (batch, dim, N)). The state is kept as
+    (batch, G, dim/G, N) so the group's B_t/C_t broadcast over its channels without copies.
+    """
+    batch, dim, length = u.shape
+    groups, d_state = B.shape[1], B.shape[2]
+    per = dim // groups
+    u4 = u.view(batch, groups, per, length)
+    delta4 = delta.view(batch, groups, per, length)
+    A3 = A.view(groups, per, d_state)
+    x = u.new_zeros(batch, groups, per, d_state)
+    ys = []
+    for t in range(length):
+        dt = delta4[..., t, None]  # (batch, G, per, 1)
+        x = torch.exp(dt * A3) * x + (dt * u4[..., t, None]) * B[:, :, None, :, t]
+        ys.append((x * C[:, :, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, groups, per, 0)
+    return y.reshape(batch, dim, length), x.reshape(batch, dim, d_state)
+
+
+# --------------------------------------------------------------------------------------------------------
+# chunked backend
+# --------------------------------------------------------------------------------------------------------
+
+
+def _to_chunks(t: torch.Tensor, nc: int, T: int) -> torch.Tensor:
+    """(..., n) -> (..., nc, T), zero padded at the end."""
+    return F.pad(t, (0, nc * T - t.shape[-1])).unflatten(-1, (nc, T))
+
+
+def _scan_chunked(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked scan, same contract as :func:`_scan_reference`; every step is a vectorised torch op.
+
+    The sequence is cut into chunks of ``T`` steps. With the per-step
+    log decays ``a_t = delta_t * A`` (<= 0 for A <= 0) and inputs ``w_t = delta_t u_t B_t``:
+
+    1. local states of *all* chunks at once, each started from a zero state: ``h_t = exp(a_t) h_{t-1} + w_t``
+       for the T positions of a chunk, every op spanning all chunks (T Python-level steps, not length);
+    2. the states handed over between chunks, sequentially over the chunks:
+       ``x_end(c) = exp(S_last(c)) * x_end(c-1) + h_last(c)``, with ``S`` the log-space cumulative sum of
+       the decays inside the chunk;
+    3. every state ``x_t = h_t + exp(S_t) * x_end(c-1)``.
+
+    All exponents are sums of non-positive terms (no exp of a difference of large cumulative sums), so
+    a large ``delta * |A|`` underflows to 0 and nothing overflows; the arithmetic per step is a small
+    constant, as in the reference.
+
+    Cache blocking: the input is processed in blocks of time steps (state carried across) so that the
+    (batch, dim, d_state, block) temporaries stay cache-sized (``BLOCK_ELEMENTS``); the chunk length is
+    ``chunk_size`` (capped at the block) or ~sqrt(block). When one step alone spans
+    ``WIDE_STEP_ELEMENTS`` or more, Python overhead is negligible and the plain step loop (whose
+    temporaries stay in cache) is the faster CPU schedule, so it is used instead.
+
+    A dense (T x T) decay-matrix formulation (exp of masked differences of cumulative sums) costs T times
+    the arithmetic per step because the decay depends on the state index; it measured 2-90x slower than
+    this on CPU (see NOTES.md).
+    """
+    batch, dim, length = u.shape
+    groups, d_state = B.shape[1], B.shape[2]
+    if batch * dim * d_state >= WIDE_STEP_ELEMENTS:
+        # each step already spans >= 64K elements: the step loop is the faster schedule (see docstring)
+        return _scan_reference(u, delta, A, B, C)
+    per = dim // groups
+    A6 = A.view(1, groups, per, d_state, 1, 1)
+    x = u.new_zeros(batch, groups, per, d_state)
+    block = max(1, BLOCK_ELEMENTS // max(1, batch * dim * d_state))  # time steps per block
+    ys = []
+    for b0 in range(0, length, block):
+        n = min(block, length - b0)
+        T = chunk_size or max(1, math.isqrt(n - 1) + 1)  # ceil(sqrt(n))
+        T = min(T, n)
+        nc = -(-n // T)  # padding to nc * T steps adds zero steps (delta = 0, w = 0) that keep the state
+
+        # (..., n) slices -> (..., nc, T), zero padded at the end
+        dt = _to_chunks(delta[:, :, b0 : b0 + n], nc, T).view(batch, groups, per, 1, nc, T)
+        uu = _to_chunks(u[:, :, b0 : b0 + n], nc, T).view(batch, groups, per, 1, nc, T)
+        Bc = _to_chunks(B[..., b0 : b0 + n], nc, T)[:, :, None]  # (b, G, 1, N, nc, T)
+        Cc = _to_chunks(C[..., b0 : b0 + n], nc, T)[:, :, None]
+        a = dt * A6  # (b, G, p, N, nc, T) log decays
+        decay = torch.exp(a)
+        w = (dt * uu) * Bc
+        # 1. zero-start local states, T steps each covering all chunks
+        h = w[..., 0]
+        local = [h]
+        for t in range(1, T):
+            h = decay[..., t] * h + w[..., t]
+            local.append(h)
+        hl = torch.stack(local, dim=-1)  # (b, G, p, N, nc, T)
+        # 2. states at the chunk ends, sequential over chunks
+        S = a.cumsum(dim=-1)
+        through = torch.exp(S[..., -1])  # decay across a whole chunk (b, G, p, N, nc)
+        starts = []
+        for c in range(nc):
+            starts.append(x)
+            x = through[..., c] * x + hl[..., c, -1]
+        x_start = torch.stack(starts, dim=-1)[..., None]  # (b, G, p, N, nc, 1)
+        # 3. all states, then contract with C over the state index
+        states = hl + torch.exp(S) * x_start
+        y = (states * Cc).sum(dim=3).reshape(batch, dim, nc * T)
+        ys.append(y[..., :n])
+    y = torch.cat(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)
+    return y, x.reshape(batch, dim, d_state)
+
+
+# --------------------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------------------
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str = "auto",
+    mask: torch.Tensor | None = None,
+    *,
+    lengths: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+):
+    """Selective scan, a drop-in for ``mamba_ssm``'s ``selective_scan_fn`` (see the module docstring).
+
+    Args:
+        u: input (batch, dim, length).
+        delta: step sizes before bias/softplus (batch, dim, length).
+        A: (dim, d_state) real transition rates.
+        B, C: (batch, d_state, length) or (batch, groups, d_state, length).
+        D: optional skip (dim,). z: optional gate (batch, dim, length). delta_bias: optional (dim,).
+        delta_softplus: apply softplus to ``delta + delta_bias``.
+        return_last_state: also return the final state (batch, dim, d_state).
+        backend: ``auto`` | ``reference`` | ``chunked`` | ``triton``.
+        mask: optional (batch, length) bool, True at real steps. Padded steps (left or right padding, or
+            holes) neither change the state nor the outputs of real steps; their outputs are 0 and they get
+            zero gradients. Values at padded positions must be finite.
+        lengths: alternative to ``mask`` (keyword only): (batch,) ints, the first ``lengths[b]`` steps are
+            real (right padding).
+        chunk_size: chunk length of the ``chunked`` backend (default ~sqrt of its cache block) and the
+            state-checkpoint interval of the ``triton`` backend (default 64).
+
+    Returns:
+        y (batch, dim, length) in ``u.dtype``, or ``(y, last_state)`` when ``return_last_state``; the state
+        is float32 (float64 for float64 inputs). With a mask, ``last_state`` is the state after the last
+        real step.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    for name, t in (("u", u), ("delta", delta), ("A", A)):
+        _check_float(name, t)
+    if u.dim() != 3:
+        raise ValueError(f"u must be (batch, dim, length), got shape {tuple(u.shape)}")
+    batch, dim, length = u.shape
+    _check_shape("delta", delta, (batch, dim, length), "(batch, dim, length)")
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f"A must be (dim, d_state) with dim={dim}, got shape {tuple(A.shape)}")
+    d_state = A.shape[1]
+    gb = _check_bc("B", B, batch, dim, length, d_state)
+    gc = _check_bc("C", C, batch, dim, length, d_state)
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None:
+            _check_float(name, t)
+            _check_shape(name, t, (dim,), "(dim,)")
+    if z is not None:
+        _check_float("z", z)
+        _check_shape("z", z, (batch, dim, length), "(batch, dim, length)")
+    for name, t in (
+        ("delta", delta),
+        ("A", A),
+        ("B", B),
+        ("C", C),
+        ("D", D),
+        ("z", z),
+        ("delta_bias", delta_bias),
+    ):
+        if t is not None and t.device != u.device:
+            raise ValueError(f"{name} must be on the same device as u ({u.device}), got {t.device}")
+    mask = _validate_mask(mask, lengths, batch, length, u.device)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+    if backend == "auto":
+        backend = "triton" if u.is_cuda else "chunked"
+    if backend == "triton":
+        from kernels.selective_scan_triton import selective_scan_triton  # lazy: needs triton
+
+        y, last = selective_scan_triton(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, chunk_size=chunk_size
+        )
+        return (y, last) if return_last_state else y
+
+    dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    dt = _effective_delta(delta, delta_bias, delta_softplus, mask, dtype)
+    uc = u.to(dtype)
+    if mask is not None:
+        uc = torch.where(mask[:, None, :], uc, torch.zeros((), dtype=dtype, device=u.device))
+    # a 3-D B/C is one group; grouped B and C may differ in their number of groups: expand both to the
+    # finer grouping (groups always divide dim, and the coarser one divides the finer only if nested)
+    Bg, Cg = _as_groups(B).to(dtype), _as_groups(C).to(dtype)
+    if gb != gc:
+        Bg, Cg = _match_groups(Bg, Cg, dim)
+    args = (uc, dt, A.to(dtype), Bg, Cg)
+    if backend == "reference":
+        y, last = _scan_reference(*args)
+    else:
+        y, last = _scan_chunked(*args, chunk_size=chunk_size)
+    y = _finish_output(y, uc, D, z, mask).to(u.dtype)
+    return (y, last) if return_last_state else y
+
+
+def _match_groups(Bg: torch.Tensor, Cg: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """B and C with different group counts -> both with one group per channel (batch, dim, N, L)."""
+
+    def per_channel(t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(dim // t.shape[1], dim=1)
+
+    return per_channel(Bg), per_channel(Cg)
+
+
+def selective_state_update(
+    state: torch.Tensor,
+    u_t: torch.Tensor,
+    delta_t: torch.Tensor,
+    A: torch.Tensor,
+    B_t: torch.Tensor,
+    C_t: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z_t: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One recurrent step of the scan, for streaming inference.
+
+    Args:
+        state: (batch, dim, d_state), the state after the previous step (zeros before the first).
+        u_t, delta_t, z_t: (batch, dim). A: (dim, d_state). B_t, C_t: (batch, d_state) or
+            (batch, groups, d_state). D, delta_bias: (dim,).
+
+    Returns:
+        (y_t (batch, dim) in ``u_t.dtype``, new_state (batch, dim, d_state) in the state's dtype, at least
+        float32). The input state is not modified. Running this over t reproduces :func:`selective_scan`.
+    """
+    for name, t in (("state", state), ("u_t", u_t), ("delta_t", delta_t), ("A", A)):
+        _check_float(name, t)
+    if state.dim() != 3:
+        raise ValueError(f"state must be (batch, dim, d_state), got shape {tuple(state.shape)}")
+    batch, dim, d_state = state.shape
+    for name, t in (("u_t", u_t), ("delta_t", delta_t), ("z_t", z_t)):
+        if t is not None:
+            _check_float(name, t)
+            _check_shape(name, t, (batch, dim), "(batch, dim)")
+    _check_shape("A", A, (dim, d_state), "(dim, d_state)")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None:
+            _check_float(name, t)
+            _check_shape(name, t, (dim,), "(dim,)")
+    # B_t/C_t reuse the full-scan checks with a length-1 time axis
+    _check_bc("B_t", B_t.unsqueeze(-1), batch, dim, 1, d_state)
+    _check_bc("C_t", C_t.unsqueeze(-1), batch, dim, 1, d_state)
+
+    dtype = _compute_dtype(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
+    dt = _effective_delta(delta_t[..., None], delta_bias, delta_softplus, None, dtype)[..., 0]  # (b, dim)
+    u = u_t.to(dtype)
+
+    def per_channel(t: torch.Tensor) -> torch.Tensor:  # (b, N) or (b, G, N) -> (b, dim, N)
+        t = t.to(dtype)
+        return t[:, None, :] if t.dim() == 2 else t.repeat_interleave(dim // t.shape[1], dim=1)
+
+    new_state = torch.exp(dt[..., None] * A.to(dtype)) * state.to(dtype) + (dt * u)[..., None] * per_channel(
+        B_t
+    )
+    y = (new_state * per_channel(C_t)).sum(-1)
+    if D is not None:
+        y = y + D.to(dtype) * u
+    if z_t is not None:
+        y = y * F.silu(z_t.to(dtype))
+    return y.to(u_t.dtype), new_state
