@@ -38,6 +38,6 @@ def bipartite_hetero(
 
 def homogeneous_edge_index(dataset: RatingsDataset, train: pd.DataFrame) -> torch.Tensor:
     """Undirected edge index over ``n_users + n_items`` nodes (items offset by ``n_users``): (2, 2 * n_edges)."""
-    u = torch.as_tensor(train["user"].to_numpy(), dtype=torch.long)
-    i = torch.as_tensor(train["item"].to_numpy(), dtype=torch.long) + dataset.n_users
+    u = torch.tensor(train["user"].to_numpy(), dtype=torch.long)
+    i = torch.tensor(train["item"].to_numpy(), dtype=torch.long) + dataset.n_users
     return to_undirected(torch.stack([u, i]), num_nodes=dataset.n_users + dataset.n_items)

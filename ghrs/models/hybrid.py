@@ -380,7 +380,10 @@ class HybridRecommender(Recommender):
         ei = net.edge_index.clone()
         ei[ei >= n_old] += grow
         net.edge_index = ei
-        self.user_static = np.concatenate([self.user_static, np.zeros((grow, self.user_static.shape[1]), np.float32)])
+        # New users have no history yet: their static vectors come from the folded-in GHRS features
+        # (side info, cluster); re-encoding sizes every per-user tensor for them.
+        self._refresh_static()
+        self._encode_history(self.history)
 
     @torch.no_grad()
     def observe(self, interactions: pd.DataFrame) -> None:
