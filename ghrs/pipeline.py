@@ -22,6 +22,7 @@ from ghrs.data.splits import Split
 from ghrs.evaluation import evaluate
 from ghrs.io import torch_save_atomic, write_bytes_atomic, write_json_atomic
 from ghrs.models.base import Recommender
+from ghrs.resources import PeakMemory
 from ghrs.serving import MODEL_FILE
 from ghrs.training import seed_everything
 
@@ -31,11 +32,17 @@ METRICS_FILE = "metrics.json"
 
 
 @contextmanager
-def stage(name: str, timings: dict[str, float]):
+def stage(name: str, timings: dict[str, float], memory: dict[str, float] | None = None):
+    """Time a pipeline stage (and, given ``memory``, record its peak resident memory in MiB)."""
     t0 = time.perf_counter()
-    yield
+    with PeakMemory() as mem:
+        yield
     timings[name] = round(time.perf_counter() - t0, 3)
-    log.info("stage %s: %.2f s", name, timings[name])
+    if memory is not None:
+        memory[name] = round(mem.peak_mb, 1)
+        if mem.cuda_peak_mb is not None:
+            memory[f"{name}_cuda"] = round(mem.cuda_peak_mb, 1)
+    log.info("stage %s: %.2f s, peak RSS %.0f MiB", name, timings[name], mem.peak_mb)
 
 
 def build(cfg: DictConfig) -> tuple[RatingsDataset, Split]:
@@ -71,21 +78,22 @@ def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     if main:
         write_bytes_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
     timings: dict[str, float] = {}
-    with stage("load", timings):
+    memory: dict[str, float] = {}
+    with stage("load", timings, memory):
         dataset = instantiate(cfg.dataset, _convert_="all")
     log.info("%s", dataset.summary())
-    with stage("split", timings):
+    with stage("split", timings, memory):
         split = instantiate(cfg.split)(dataset)
     log.info("%s", split.describe())
     model: Recommender = instantiate(cfg.model, _convert_="all")
-    with stage("fit", timings):
+    with stage("fit", timings, memory):
         model.fit(dataset, split.train, split.valid if len(split.valid) else None, run_dir=run_dir)
     if main:
         with stage("save", timings):
             save_model(run_dir / MODEL_FILE, model, cfg)
     ks = tuple(int(k) for k in cfg.eval.ks)
     metrics: dict[str, Any] = {}
-    with stage("evaluate", timings):
+    with stage("evaluate", timings, memory):
         for part in ("valid", "test"):
             m = evaluate(model, dataset, split, part, ks, int(cfg.eval.batch_size),
                          bool(cfg.eval.rating_metrics) and model.predicts_ratings)
@@ -96,7 +104,12 @@ def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     if not main:
         return metrics
     model.save_artifacts(run_dir)
-    metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # process peak
+    metrics["stage_peak_mb"] = memory  # peak RSS while each stage ran (per run, also inside a multirun)
+    epochs = [r["seconds"] for r in getattr(getattr(model, "state", None), "history", [])]
+    if epochs:
+        metrics["epoch_s"] = round(sum(epochs) / len(epochs), 3)  # mean seconds per training epoch
+        metrics["epochs"] = len(epochs)
     metrics["dataset"] = dataset.name
     metrics["split"] = split.name
     write_json_atomic(run_dir / METRICS_FILE, metrics)

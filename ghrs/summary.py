@@ -21,7 +21,7 @@ COLUMNS = ("rmse", "mae", "precision@10", "recall@10", "hr@10", "ndcg@10", "mrr@
 
 
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per finished run: its overrides, test metrics, fit seconds and peak memory."""
+    """One row per finished run: its overrides, test metrics, fit and epoch seconds, fit-stage peak RSS."""
     rows = []
     for metrics_file in sorted(Path(sweep_dir).glob("**/metrics.json")):
         run = metrics_file.parent
@@ -31,7 +31,8 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
         row: dict[str, Any] = {"run": str(run.relative_to(sweep_dir)), "overrides": " ".join(overrides)}
         row.update({k: metrics.get("test", {}).get(k) for k in COLUMNS if k in metrics.get("test", {})})
         row["fit_s"] = metrics.get("timings", {}).get("fit")
-        row["peak_rss_mb"] = metrics.get("peak_rss_mb")
+        row["epoch_s"] = metrics.get("epoch_s")
+        row["fit_peak_mb"] = metrics.get("stage_peak_mb", {}).get("fit")
         rows.append(row)
     return pd.DataFrame(rows)
 
