@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import threading
+from typing import Self
 
 import torch
 
@@ -41,7 +42,7 @@ class PeakMemory:
             if rss is not None and rss > self.peak_mb:
                 self.peak_mb = rss
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self.start_mb = current_rss_mb()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
