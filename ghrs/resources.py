@@ -43,6 +43,13 @@ class PeakMemory:
                 self.peak_mb = rss
 
     def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        self._stop.clear()
         self.start_mb = current_rss_mb()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -52,7 +59,7 @@ class PeakMemory:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> Self:
         if self.start_mb is None:
             self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak
         else:
@@ -62,3 +69,4 @@ class PeakMemory:
             self.delta_mb = self.peak_mb - self.start_mb
         if torch.cuda.is_available():
             self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        return self

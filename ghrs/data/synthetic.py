@@ -37,6 +37,7 @@ def make_synthetic(
     noise: float = 0.4,
     sequential: float = 0.6,
     drift: float = 0.3,
+    activity_sigma: float = 0.0,
     seed: int = 0,
     return_truth: bool = False,
 ) -> RatingsDataset | tuple[RatingsDataset, SyntheticTruth]:
@@ -47,6 +48,8 @@ def make_synthetic(
         sequential: probability that a user's next item is the successor of the previous one in its
             cluster (0 = no sequential structure).
         drift: weight of the group's second taste profile at the end of each history.
+        activity_sigma: 0: history lengths are Poisson around ``ratings_per_user``; > 0: log-normal with
+            that sigma and mean ``ratings_per_user`` (long-tailed like MovieLens; ML-1M is close to 1.0).
     """
     if n_items < n_groups or n_users < n_groups:
         raise ValueError("need at least one user and one item per group")
@@ -61,7 +64,11 @@ def make_synthetic(
     item_bias = rng.normal(0, 0.3, n_items)
     popularity = rng.zipf(1.6, n_items).clip(1, 200).astype(float)
 
-    lengths = np.maximum(5, rng.poisson(ratings_per_user, n_users)).clip(max=n_items)
+    if activity_sigma > 0:
+        mean_log = np.log(ratings_per_user) - activity_sigma**2 / 2
+        lengths = np.maximum(5, np.rint(rng.lognormal(mean_log, activity_sigma, n_users))).astype(int).clip(max=n_items)
+    else:
+        lengths = np.maximum(5, rng.poisson(ratings_per_user, n_users)).clip(max=n_items)
     log_pop = np.log(popularity)
     mid_taste = taste0 + 0.5 * drift * (taste1 - taste0)
     parts_u, parts_i, parts_r, parts_t = [], [], [], []

@@ -141,6 +141,8 @@ class UserFeatureExtractor:
         graph_features: which of :data:`FEATURES` to keep (all six by default).
         use_side: join the side information (False: graph features only).
         zip_region: add the zip code's first character as a one-hot region.
+        max_degree: None, or each user keeps its ``max_degree`` strongest links (bounded edges).
+        block: users per block of the co-agreement product (bounded memory).
     """
 
     def __init__(
@@ -152,8 +154,15 @@ class UserFeatureExtractor:
         use_side: bool = True,
         zip_region: bool = False,
         stages: StageLog | None = None,
+        max_degree: int | None = None,
+        block: int = 1024,
     ):
         self.alpha = float(alpha)
+        if max_degree is not None and max_degree < 1:
+            raise ValueError(f"ghrs graph_max_degree must be >= 1 or null, got {max_degree}")
+        if block < 1:
+            raise ValueError(f"ghrs graph_block must be >= 1, got {block}")
+        self.max_degree, self.block = max_degree, int(block)
         self.centrality = CentralityConfig.from_any(centrality)
         self.scaling = scaling
         self.graph_feature_names = tuple(graph_features) if graph_features else FEATURES
@@ -173,7 +182,8 @@ class UserFeatureExtractor:
         self.train = train  # a reference (pickled once with the model), not a copy
         self.n_items = n_items
         with self.stages("graph"):
-            self.graph: SimilarityGraph = user_similarity_graph(self.train, n_users, n_items, self.alpha)
+            self.graph: SimilarityGraph = user_similarity_graph(self.train, n_users, n_items, self.alpha,
+                                                                block=self.block, max_degree=self.max_degree)
         log.info("user graph (alpha=%g): %s", self.alpha, self.graph.summary())
         with self.stages("graph_features"):
             self.raw = compute_graph_features(self.graph.adjacency, self.centrality)

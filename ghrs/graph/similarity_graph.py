@@ -32,10 +32,15 @@ class SimilarityGraph:
     Attributes:
         adjacency: (n_nodes, n_nodes) symmetric CSR matrix of int8 ones, zero diagonal.
         threshold: the minimum agreement count of an edge.
+        max_degree: None, or the number of strongest edges (by agreement count) each node keeps; the
+            graph is the union of every node's kept edges, so it has at most ``n_nodes * max_degree``.
+        block: rows per block of the count product (memory bound, see :func:`agreement_blocks`).
     """
 
     adjacency: sp.csr_matrix
     threshold: float
+    max_degree: int | None = None
+    block: int = DEFAULT_BLOCK
 
     @property
     def n_nodes(self) -> int:
@@ -118,8 +123,15 @@ def agreement_edges(
     threshold: float,
     left_rows: np.ndarray | None = None,
     block: int = DEFAULT_BLOCK,
+    max_degree: int | None = None,
+    exclude_self: bool = False,
 ) -> sp.csr_matrix:
     """Pairs (a, b) with ``sum_r left_r[a] . right_r[b] >= threshold`` as a 0/1 int8 CSR matrix.
+
+    ``max_degree``: keep only each row's ``max_degree`` largest counts (ties: lower column first), so
+    the result has at most ``len(rows) * max_degree`` entries whatever the density; the count product
+    itself is formed ``block`` rows at a time, so peak memory is about ``block * n_right`` counts plus
+    the kept edges. ``exclude_self``: ignore the diagonal (a row agreeing with itself) before pruning.
 
     ``left`` and ``right`` are lists of indicator matrices over the same value set and columns
     (``right`` may be ``left``). Only the rows ``left_rows`` of ``left`` are evaluated (default: all);
@@ -129,11 +141,22 @@ def agreement_edges(
     thr = max(float(threshold), 1.0)
     rows = np.arange(n_left) if left_rows is None else np.unique(np.asarray(left_rows, np.int64))
     parts_r, parts_c = [], []
+    if max_degree is not None and max_degree < 1:
+        raise ValueError(f"max_degree must be >= 1 or None, got {max_degree}")
     for sel, counts, _ in agreement_blocks(left, right, rows, block):
         counts = counts.tocoo()
         keep = counts.data >= thr - 1e-9
-        parts_r.append(sel[counts.row[keep]])
-        parts_c.append(counts.col[keep].astype(np.int64))
+        if exclude_self:
+            keep &= sel[counts.row] != counts.col
+        row, col, val = counts.row[keep], counts.col[keep].astype(np.int64), counts.data[keep]
+        if max_degree is not None and len(row):
+            order = np.lexsort((col, -val, row))  # by row, then count descending, then column
+            row, col = row[order], col[order]
+            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+            rank = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
+            row, col = row[rank < max_degree], col[rank < max_degree]
+        parts_r.append(sel[row])
+        parts_c.append(col)
     r = np.concatenate(parts_r) if parts_r else np.empty(0, np.int64)
     c = np.concatenate(parts_c) if parts_c else np.empty(0, np.int64)
     return sp.csr_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n_left, n_right))
@@ -192,31 +215,35 @@ def build_agreement_graph(
     threshold: float,
     same_value: bool = True,
     block: int = DEFAULT_BLOCK,
+    max_degree: int | None = None,
 ) -> SimilarityGraph:
     """Graph on ``n_rows`` nodes: rows a, b linked when they agree on at least ``threshold`` columns.
 
     Agreement = same column with the same value (``same_value=True``, GHRS) or just the same column
-    (co-rating graph).
+    (co-rating graph). ``max_degree``: each node keeps its strongest ``max_degree`` links (the graph is
+    their union), which bounds the edges by ``n_rows * max_degree`` on dense data.
     """
     mats = indicator_matrices(rows, cols, values, n_rows, n_cols, same_value)
     active = np.unique(np.asarray(rows, np.int64))
-    adj = agreement_edges(mats, mats, threshold, left_rows=active, block=block)
+    adj = agreement_edges(mats, mats, threshold, left_rows=active, block=block, max_degree=max_degree,
+                          exclude_self=True)
     adj.setdiag(0)
     adj.eliminate_zeros()
-    adj = ((adj + adj.T) > 0).astype(np.int8).tocsr()  # symmetric by construction; guard anyway
+    adj = ((adj + adj.T) > 0).astype(np.int8).tocsr()  # symmetric (the union of kept links)
     adj.sort_indices()
-    return SimilarityGraph(adj, float(threshold))
+    return SimilarityGraph(adj, float(threshold), max_degree, block)
 
 
 def user_similarity_graph(
-    ratings: pd.DataFrame, n_users: int, n_items: int, alpha: float, block: int = DEFAULT_BLOCK
+    ratings: pd.DataFrame, n_users: int, n_items: int, alpha: float, block: int = DEFAULT_BLOCK,
+    max_degree: int | None = None,
 ) -> SimilarityGraph:
     """GHRS user graph from a ratings table (columns user, item, rating): threshold ``alpha * n_items``."""
     if alpha < 0:
         raise ValueError(f"ghrs alpha must be >= 0, got {alpha}")
     return build_agreement_graph(
         ratings["user"].to_numpy(), ratings["item"].to_numpy(), ratings["rating"].to_numpy(),
-        n_users, n_items, alpha * n_items, same_value=True, block=block,
+        n_users, n_items, alpha * n_items, same_value=True, block=block, max_degree=max_degree,
     )
 
 
@@ -254,7 +281,6 @@ def extend_with_new_users(
     new: pd.DataFrame,
     n_users: int,
     n_items: int,
-    block: int = DEFAULT_BLOCK,
 ) -> SimilarityGraph:
     """The training graph plus edges between users in ``new`` and the *training* users.
 
@@ -267,7 +293,7 @@ def extend_with_new_users(
     new_users = np.unique(new["user"].to_numpy())
     cross = agreement_edges(
         rating_indicators(new, values, n_users, n_items), rating_indicators(train, values, n_users, n_items),
-        graph.threshold, left_rows=new_users, block=block,
+        graph.threshold, left_rows=new_users, block=graph.block, max_degree=graph.max_degree,
     )
     base = graph.adjacency
     if base.shape[0] < n_users:
@@ -277,4 +303,4 @@ def extend_with_new_users(
     cross.eliminate_zeros()
     adj = ((base + cross + cross.T) > 0).astype(np.int8).tocsr()
     adj.sort_indices()
-    return SimilarityGraph(adj, graph.threshold)
+    return SimilarityGraph(adj, graph.threshold, graph.max_degree, graph.block)

@@ -90,12 +90,14 @@ class GHRSFeatures:
         item_same_rating: bool = False,
         item_centrality: CentralityConfig | dict | None = None,
         item_autoencoder: AutoEncoderConfig | dict | None = None,
+        graph_max_degree: int | None = None,
+        graph_block: int = 1024,
         seed: int = 0,
         stages: StageLog | None = None,
     ):
         self.stages = stages or StageLog()
         self.user_extractor = UserFeatureExtractor(alpha, centrality, scaling, graph_features, use_side, zip_region,
-                                                   self.stages)
+                                                   self.stages, graph_max_degree, graph_block)
         self.autoencoder_cfg = AutoEncoderConfig.from_any(autoencoder)
         self.n_clusters = n_clusters
         self.k_range = tuple(int(k) for k in k_range)
@@ -356,6 +358,10 @@ class GHRSRecommender(Recommender):
             ``all`` also the predictor's statistics) to measure what leakage does. Never for results.
         alpha_sweep: alphas to evaluate on the validation ratings (or an inner 10% split of train)
             after fit; plotted by :meth:`save_artifacts`.
+        graph_max_degree: None (the paper's graph), or each user keeps only its strongest
+            ``graph_max_degree`` links: edges <= n_users * graph_max_degree on dense data (large sets).
+        graph_block: users per block of the co-agreement product; bounds its memory at about
+            ``graph_block * n_users`` counts.
     """
 
     def __init__(
@@ -385,6 +391,8 @@ class GHRSRecommender(Recommender):
         neighbours: dict | NeighbourConfig | None = None,
         leakage: str = "none",
         alpha_sweep: list[float] | None = None,
+        graph_max_degree: int | None = None,
+        graph_block: int = 1024,
         seed: int = 0,
     ):
         if leakage not in LEAKAGE:
@@ -394,7 +402,8 @@ class GHRSRecommender(Recommender):
             "zip_region": zip_region, "centrality": centrality, "autoencoder": autoencoder, "n_clusters": n_clusters,
             "k_range": tuple(k_range), "kmeans_n_init": kmeans_n_init, "item_side": item_side,
             "item_alpha": item_alpha, "item_same_rating": item_same_rating, "item_centrality": item_centrality,
-            "item_autoencoder": item_autoencoder, "seed": seed,
+            "item_autoencoder": item_autoencoder, "graph_max_degree": graph_max_degree, "graph_block": graph_block,
+            "seed": seed,
         }
         self._set_predictor_params(
             predictor=predictor, reg_user=reg_user, reg_item=reg_item, bias_epochs=bias_epochs,

@@ -160,7 +160,7 @@ class HybridRecommender(Recommender):
         encoder: a ``SequenceEncoder`` factory (``conf/encoder/*.yaml`` is instantiated as a partial
             taking ``n_items`` and ``n_features``).
         ghrs: keyword arguments of :class:`GHRSRecommender` (alpha, n_clusters, autoencoder, predictor,
-            ...): its features feed the network and its rating prediction is the base the rating head
+            ...), or such a model already fitted on the same training split: its features feed the network and its rating prediction is the base the rating head
             refines.
         dim: width of user/item representations.
         graph_layers: LightGCN propagation steps (0: no graph embedding).
@@ -179,7 +179,7 @@ class HybridRecommender(Recommender):
     def __init__(
         self,
         encoder: Callable[..., nn.Module] | None = None,
-        ghrs: dict | None = None,
+        ghrs: dict | GHRSRecommender | None = None,
         dim: int = 64,
         graph_layers: int = 2,
         use_user_id: bool = False,
@@ -199,7 +199,12 @@ class HybridRecommender(Recommender):
         if dim < 4 or graph_layers < 0 or max_len < 1 or n_negatives < 0:
             raise ValueError("hybrid: dim >= 4, graph_layers >= 0, max_len >= 1, n_negatives >= 0 required")
         self.encoder_factory = encoder
-        self.ghrs_kwargs = {"seed": seed, **(ghrs or {})}
+        # A GHRSRecommender already fitted on the same training split is reused as it is (saves its
+        # fit when sweeping encoders from Python); a dict holds the keyword arguments of a new one.
+        self.ghrs_fitted = ghrs if isinstance(ghrs, GHRSRecommender) else None
+        if self.ghrs_fitted is not None and base_folds != 1:
+            raise ValueError("hybrid: a pre-fitted GHRS model needs base_folds=1 (no GHRS refits)")
+        self.ghrs_kwargs = {"seed": seed, **(ghrs if isinstance(ghrs, dict) else {})}
         self.dim, self.graph_layers, self.use_user_id = dim, graph_layers, use_user_id
         self.heads, self.n_negatives, self.max_len, self.dropout = heads, n_negatives, max_len, dropout
         self.streaming, self.seed = streaming, seed
@@ -226,7 +231,7 @@ class HybridRecommender(Recommender):
         torch.manual_seed(self.seed)
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
-        self.ghrs = GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+        self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
         f = self.ghrs.features
         user_static = np.concatenate([f.user_features, f.user_codes], 1)
@@ -305,12 +310,17 @@ class HybridRecommender(Recommender):
         return oof[pos].astype(np.float32)
 
     def _ranking_loss(self, u: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """u (N, dim), target (N,) item indices, items (n_items, dim) -> mean cross-entropy."""
+        """u (N, dim), target (N,) item indices, items (n_items, dim) -> mean cross-entropy.
+
+        Sampled softmax shares one set of ``n_negatives`` uniformly drawn items across the batch: logits
+        (N, 1 + K) come from one matrix product, with no (N, K, dim) gather (whose backward dominated the
+        epoch). A negative that is a row's own target is masked out of that row.
+        """
         if not self.n_negatives:
             return F.cross_entropy(u @ items.T, target)
-        neg = torch.randint(0, len(items), (len(u), self.n_negatives))
-        logits = torch.cat([(u * items[target]).sum(-1, keepdim=True), torch.einsum("nd,nkd->nk", u, items[neg])], 1)
-        logits[:, 1:] = logits[:, 1:].masked_fill(neg == target.unsqueeze(1), float("-inf"))
+        neg = torch.randint(0, len(items), (self.n_negatives,))
+        logits = torch.cat([(u * items[target]).sum(-1, keepdim=True), u @ items[neg].T], 1)
+        logits[:, 1:] = logits[:, 1:].masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
         return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
 
     def _valid_fn(self, train: pd.DataFrame, valid: pd.DataFrame | None):

@@ -137,3 +137,11 @@ def test_bad_hybrid_config_values():
         HybridRecommender(heads={"rating": 0, "ranking": 0})
     with pytest.raises(ValueError, match="residual_shrinkage"):
         HybridRecommender(residual_shrinkage=-1)
+
+
+def test_sampled_softmax_learns_the_planted_tastes(data):
+    ds, s = data
+    m = hybrid(epochs=6, n_negatives=16, heads={"rating": 0.0, "ranking": 1.0}).fit(ds, s.train, s.valid)
+    bias = BiasRecommender().fit(ds, s.train)
+    m_h, m_b = evaluate(m, ds, s, progress=False), evaluate(bias, ds, s, progress=False)
+    assert m_h["ndcg@10"] > m_b["ndcg@10"], (m_h["ndcg@10"], m_b["ndcg@10"])

@@ -97,3 +97,41 @@ def test_agreement_neighbours_rate_and_top_k():
     w2 = agreement_neighbours(mats, mats, k=5, shrink=4.0).toarray()
     assert w2[0, 1] == pytest.approx(3 / 8) and w2[0, 2] == pytest.approx(1 / 6)
     assert w2[3, 0] == 0  # co-rated item 0 and 3 but never agreed
+
+
+def _counts_brute(ratings, n_users):
+    same = {}
+    for (a, ia, ra), (b, ib, rb) in itertools.product(ratings[["user", "item", "rating"]].itertuples(index=False), repeat=2):
+        if a != b and ia == ib and ra == rb:
+            same[(a, b)] = same.get((a, b), 0) + 1
+    return same
+
+
+@pytest.mark.parametrize("max_degree", [1, 2, 3])
+def test_max_degree_keeps_each_users_strongest_links(max_degree):
+    """Bounded graph = the union over users of their top-``max_degree`` links above the threshold."""
+    rng = np.random.default_rng(max_degree)
+    n_users, n_items = 25, 12
+    rows = {(u, i): int(rng.integers(1, 4)) for u in range(n_users) for i in rng.choice(n_items, 7, replace=False)}
+    ratings = table([(u, i, r) for (u, i), r in rows.items()])
+    full = user_similarity_graph(ratings, n_users, n_items, alpha=2 / n_items)
+    small = user_similarity_graph(ratings, n_users, n_items, alpha=2 / n_items, block=4, max_degree=max_degree)
+    counts = _counts_brute(ratings, n_users)
+    expected = set()
+    for a in range(n_users):
+        links = sorted(((-c, b) for (x, b), c in counts.items() if x == a and c >= 2))[:max_degree]
+        expected |= {(min(a, b), max(a, b)) for _, b in links}
+    assert edges(small) == expected
+    assert edges(small) <= edges(full)  # a subgraph of the paper's graph
+    assert small.n_edges <= n_users * max_degree
+    big = user_similarity_graph(ratings, n_users, n_items, alpha=2 / n_items, max_degree=n_users)
+    assert edges(big) == edges(full)
+
+
+def test_max_degree_bound_is_kept_for_folded_in_users():
+    g = user_similarity_graph(HAND, n_users=5, n_items=10, alpha=0.1, max_degree=1)
+    new = table([(5, 0, 5), (5, 1, 4), (5, 2, 3)])  # agrees with 0 and 1 on 3 items, with 2 on 1
+    ext = extend_with_new_users(g, HAND, new, n_users=6, n_items=10)
+    assert sum(1 for u, v in edges(ext) if 5 in (u, v)) == 1
+    with pytest.raises(ValueError, match="max_degree"):
+        user_similarity_graph(HAND, n_users=5, n_items=10, alpha=0.1, max_degree=0)
