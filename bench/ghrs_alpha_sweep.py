@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ghrs.data.splits import OfficialSplit, RandomSplit
+from ghrs.io import save_figure
 from ghrs.metrics import mae, rmse
 from ghrs.models.ghrs import PREDICTOR_PARAMS, GHRSRecommender
 
@@ -201,9 +202,7 @@ def _plot(table: pd.DataFrame, path: Path, title: str) -> None:
     ax2.set_ylabel("user graph edges (dotted)", color="gray")
     ax.legend(loc="center right", fontsize=8)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

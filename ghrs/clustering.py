@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from ghrs.autoencoder import limited_threads
+from ghrs.io import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,4 @@ def plot_elbow(result: ClusterResult, path: Path, title: str = "GHRS k-means elb
     ax.set_ylabel("k-means inertia")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -38,3 +38,19 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
 
 def torch_save_atomic(path: Path, obj: Any) -> Path:
     return _atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Write a matplotlib figure atomically (PNG into a temporary file, then renamed) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=dpi)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+    return path

@@ -46,6 +46,7 @@ from ghrs.features.item_features import ItemFeatureExtractor
 from ghrs.features.user_features import StageLog, UserFeatureExtractor
 from ghrs.graph.graph_features import FEATURES, CentralityConfig
 from ghrs.graph.similarity_graph import agreement_neighbours, rating_indicators
+from ghrs.io import save_figure
 from ghrs.models.base import Recommender
 from ghrs.models.bias import fit_biases
 
@@ -662,9 +663,4 @@ def plot_alpha_sweep(table: pd.DataFrame, path: Path, title: str = "GHRS alpha s
     ax2.set_ylabel("graph edges", color="gray")
     ax.legend(loc="upper left")
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
