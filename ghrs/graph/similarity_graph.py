@@ -148,13 +148,7 @@ def agreement_edges(
         keep = counts.data >= thr - 1e-9
         if exclude_self:
             keep &= sel[counts.row] != counts.col
-        row, col, val = counts.row[keep], counts.col[keep].astype(np.int64), counts.data[keep]
-        if max_degree is not None and len(row):
-            order = np.lexsort((col, -val, row))  # by row, then count descending, then column
-            row, col = row[order], col[order]
-            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-            rank = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
-            row, col = row[rank < max_degree], col[rank < max_degree]
+        row, col, _ = _top_per_row(counts.row[keep], counts.col[keep].astype(np.int64), counts.data[keep], max_degree)
         parts_r.append(sel[row])
         parts_c.append(col)
     r = np.concatenate(parts_r) if parts_r else np.empty(0, np.int64)
@@ -175,35 +169,43 @@ def agreement_neighbours(
 
     ``rate(a, b) = agree(a, b) / (corated(a, b) + shrink)``: the share of co-rated columns on which a
     and b gave the same value (GHRS's edge criterion as a weight), pulled towards 0 for small
-    overlaps. Returns an (n_left, n_right) CSR of rates with at most ``k`` entries per row.
+    overlaps. Returns an (n_left, n_right) CSR of rates with at most ``k`` entries per row (ties: lower
+    column first). Sparse throughout: the cost follows the non-zeros of the co-rating product, never
+    ``n_left * n_right``.
     """
     n_left, n_right = left[0].shape[0], right[0].shape[0]
     rows = np.arange(n_left) if left_rows is None else np.unique(np.asarray(left_rows, np.int64))
-    # Dense blocks make the per-row top-k one vectorised argpartition; keep them ~<= 20M entries.
-    block = max(1, min(block, 20_000_000 // max(1, n_right)))
+    n_cols = left[0].shape[1]
     parts_r, parts_c, parts_v = [], [], []
     for sel, agree, corated in agreement_blocks(left, right, rows, block, with_corated=True):
-        a = agree.toarray().astype(np.float64)
-        co = corated.toarray().astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(co > 0, a / (co + shrink), 0.0)
+        # agree's pattern lies inside corated's: pack both counts into one matrix to align them.
+        packed = (agree.astype(np.int64) * (n_cols + 1) + corated.astype(np.int64)).tocoo()
+        a, co = np.divmod(packed.data, n_cols + 1)
+        keep = a > 0
         if exclude_self:
-            own = sel < n_right
-            rate[np.flatnonzero(own), sel[own]] = 0.0
-        kk = min(k, n_right)
-        if kk < n_right:
-            idx = np.argpartition(-rate, kk - 1, axis=1)[:, :kk]
-        else:
-            idx = np.broadcast_to(np.arange(n_right), (len(sel), n_right))
-        vals = np.take_along_axis(rate, idx, 1)
-        keep = vals > 0
-        parts_r.append(np.repeat(sel, kk).reshape(len(sel), kk)[keep])
-        parts_c.append(idx[keep])
-        parts_v.append(vals[keep])
+            keep &= sel[packed.row] != packed.col
+        row, col = packed.row[keep], packed.col[keep].astype(np.int64)
+        rate = a[keep] / (co[keep] + shrink)
+        row, col, rate = _top_per_row(row, col, rate, k)
+        parts_r.append(sel[row])
+        parts_c.append(col)
+        parts_v.append(rate)
     r = np.concatenate(parts_r) if parts_r else np.empty(0, np.int64)
     c = np.concatenate(parts_c) if parts_c else np.empty(0, np.int64)
     v = np.concatenate(parts_v) if parts_v else np.empty(0)
     return sp.csr_matrix((v, (r, c)), shape=(n_left, n_right))
+
+
+def _top_per_row(row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int | None):
+    """The ``k`` largest values of each row of a COO triplet (ties: lower column first); all if None."""
+    if k is None or not len(row):
+        return row, col, val
+    order = np.lexsort((col, -val, row))  # by row, then value descending, then column
+    row, col, val = row[order], col[order], val[order]
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    rank = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
+    top = rank < k
+    return row[top], col[top], val[top]
 
 
 def build_agreement_graph(

@@ -135,3 +135,22 @@ def test_max_degree_bound_is_kept_for_folded_in_users():
     assert sum(1 for u, v in edges(ext) if 5 in (u, v)) == 1
     with pytest.raises(ValueError, match="max_degree"):
         user_similarity_graph(HAND, n_users=5, n_items=10, alpha=0.1, max_degree=0)
+
+
+@pytest.mark.parametrize("k", [1, 4, 30])
+def test_agreement_neighbours_equal_a_dense_computation(k):
+    rng = np.random.default_rng(k)
+    n_users, n_items = 30, 15
+    rows = {(u, i): int(rng.integers(1, 4)) for u in range(n_users) for i in rng.choice(n_items, 6, replace=False)}
+    ratings = table([(u, i, r) for (u, i), r in rows.items()])
+    mats = rating_indicators(ratings, np.unique(ratings["rating"]), n_users, n_items)
+    got = agreement_neighbours(mats, mats, k=k, shrink=2.0, block=7).toarray()
+    anyr = sum(mats[1:], mats[0]).toarray()
+    agree = sum((m @ m.T).toarray() for m in mats)
+    rate = agree / (anyr @ anyr.T + 2.0)
+    np.fill_diagonal(rate, 0)
+    for u in range(n_users):
+        order = sorted(range(n_users), key=lambda v: (-rate[u, v], v))
+        want = [v for v in order[:k] if rate[u, v] > 0]
+        assert set(np.flatnonzero(got[u])) == set(want)
+        np.testing.assert_allclose(got[u, want], rate[u, want])
