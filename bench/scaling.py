@@ -3,10 +3,12 @@ of ratings, with the fitted growth exponent a of each stage (time ~ ratings^a).
 
 Stages: load (read / generate), split (random 90/10), the GHRS stages (user graph, graph features,
 autoencoder, clustering, item graph, item graph features, item autoencoder, predictor fit), one epoch of
-the hybrid's sequence encoder (``--encoder``, sampled softmax with ``--negatives`` negatives so that the
-epoch is linear in the ratings; setup and encoding of all histories included), and evaluation (RMSE on
+the hybrid's sequence encoder (``--encoder``; sampled softmax with ``--negatives`` negatives and LightGCN
+propagation over a neighbour-sampled subgraph, ``--fanout`` neighbours per node and hop, so that the epoch
+is linear in the users; setup and encoding of all histories reported beside it), and evaluation (RMSE on
 the test ratings + full ranking of every test user over all items, in batches of 1,024 users).
-Peak memory of a stage = the largest resident set size sampled while it ran (``ghrs.resources``).
+GHRS runs with ``graph_max_degree`` = ``--max-degree`` and ``neighbours.candidates`` = ``--candidates`` (the
+bounded-cost settings for large sets; ``0`` restores the exact ones). Peak memory of a stage = the largest resident set size sampled while it ran (``ghrs.resources``).
 
 Sets: ``ml-100k``, ``ml-1m-subset`` (real data from ``--data`` / $GHRS_DATA_DIR) and synthetic sets
 ``synthetic-<users>`` with MovieLens-like shape: log-normal user activity (sigma 1, mean 100 ratings),
@@ -105,7 +107,9 @@ def run_set(name: str, args) -> dict:
     split = timed("split", lambda: RandomSplit(0.1, seed=args.seed)(ds))
     stage_mem = StageMemory()
     ghrs = GHRSRecommender(**{**default_params(args.seed), "alpha": args.alpha, "n_clusters": args.clusters,
-                                   "graph_max_degree": args.max_degree or None})
+                                   "graph_max_degree": args.max_degree or None,
+                               "neighbours": {**default_params(args.seed).get("neighbours", {}),
+                                              "candidates": args.candidates or None}})
     ghrs.stages.listeners.append(stage_mem)
     t0 = time.perf_counter()
     ghrs.fit(ds, split.train)
@@ -115,6 +119,7 @@ def run_set(name: str, args) -> dict:
     enc = partial(SequenceEncoder, layer=args.encoder, d_model=64, n_layers=2, dropout=0.1)
     hybrid = HybridRecommender(
         encoder=enc, ghrs=ghrs, base_folds=1, heads={"rating": 1.0, "ranking": 1.0}, n_negatives=args.negatives,
+        graph_fanout=args.fanout or None,
         trainer=TrainerConfig(max_epochs=1, batch_size=args.batch_size, lr=0.003, progress=False), seed=args.seed)
     t0 = time.perf_counter()
     with PeakMemory() as mem:
@@ -174,6 +179,10 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=0.01)
     p.add_argument("--max-degree", type=int, default=50,
                    help="GHRS graph_max_degree (0: the paper's unbounded graph, dense on large sets)")
+    p.add_argument("--fanout", type=int, default=10,
+                   help="hybrid graph_fanout: sampled neighbours per node and hop in training (0: whole graph per batch)")
+    p.add_argument("--candidates", type=int, default=2000,
+                   help="GHRS neighbours.candidates: neighbour pool of the most active users/items (0: all, exact)")
     p.add_argument("--clusters", type=int, default=8, help="fixed k (the elbow sweep is timed in bench_ghrs.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fit-only", default=None, help="only refit exponents / rewrite the table of this out dir")

@@ -143,6 +143,10 @@ def agreement_edges(
     parts_r, parts_c = [], []
     if max_degree is not None and max_degree < 1:
         raise ValueError(f"max_degree must be >= 1 or None, got {max_degree}")
+    # Exact pruning: a count never exceeds either row's number of entries, so rows with fewer than the
+    # threshold cannot link; dropping them first shrinks the product (on MovieLens-like data most users).
+    rows = rows[_row_totals(left)[rows] >= thr - 1e-9]
+    right = restrict_rows(right, np.flatnonzero(_row_totals(right) >= thr - 1e-9))
     for sel, counts, _ in agreement_blocks(left, right, rows, block):
         counts = counts.tocoo()
         keep = counts.data >= thr - 1e-9
@@ -164,6 +168,7 @@ def agreement_neighbours(
     left_rows: np.ndarray | None = None,
     exclude_self: bool = True,
     block: int = DEFAULT_BLOCK,
+    right_rows: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """Each row's ``k`` most similar rows of ``right`` by shrunk agreement rate.
 
@@ -171,9 +176,12 @@ def agreement_neighbours(
     and b gave the same value (GHRS's edge criterion as a weight), pulled towards 0 for small
     overlaps. Returns an (n_left, n_right) CSR of rates with at most ``k`` entries per row (ties: lower
     column first). Sparse throughout: the cost follows the non-zeros of the co-rating product, never
-    ``n_left * n_right``.
+    ``n_left * n_right``. ``right_rows``: the candidate neighbours (default: every row of ``right``); a
+    bounded pool makes the cost linear in the rows of ``left`` on data where nearly all pairs co-rate.
     """
     n_left, n_right = left[0].shape[0], right[0].shape[0]
+    if right_rows is not None:
+        right = restrict_rows(right, right_rows)
     rows = np.arange(n_left) if left_rows is None else np.unique(np.asarray(left_rows, np.int64))
     n_cols = left[0].shape[1]
     parts_r, parts_c, parts_v = [], [], []
@@ -194,6 +202,20 @@ def agreement_neighbours(
     c = np.concatenate(parts_c) if parts_c else np.empty(0, np.int64)
     v = np.concatenate(parts_v) if parts_v else np.empty(0)
     return sp.csr_matrix((v, (r, c)), shape=(n_left, n_right))
+
+
+def _row_totals(mats: list[sp.csr_matrix]) -> np.ndarray:
+    """Entries per row summed over the indicator matrices, shape (n_rows,)."""
+    return sum(np.diff(m.tocsr().indptr) for m in mats)
+
+
+def restrict_rows(mats: list[sp.csr_matrix], rows: np.ndarray) -> list[sp.csr_matrix]:
+    """The matrices with every row outside ``rows`` emptied (same shapes)."""
+    keep = np.zeros(mats[0].shape[0], np.float32)
+    keep[np.asarray(rows, np.int64)] = 1.0
+    if keep.all():
+        return mats
+    return [(sp.diags(keep) @ m).tocsr() for m in mats]
 
 
 def _top_per_row(row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int | None):

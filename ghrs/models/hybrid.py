@@ -34,6 +34,7 @@ from torch_geometric.utils import to_torch_csr_tensor
 
 from ghrs.data.dataset import RatingsDataset
 from ghrs.graph.bipartite import homogeneous_edge_index
+from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
 from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
 from ghrs.models.base import Recommender
@@ -143,6 +144,36 @@ class HybridNet(nn.Module):
         out = out / (len(self.graph_layers) + 1)
         return out[: self.n_users], out[self.n_users :]
 
+    def node_inputs(self, nodes: torch.Tensor) -> torch.Tensor:
+        """nodes (n,) ids of the homogeneous graph (users, then n_users + item) -> (n, dim) layer-0 inputs."""
+        is_user = nodes < self.n_users
+        u, i = nodes[is_user], nodes[~is_user] - self.n_users
+        items = self.item_id(i)
+        if self.item_side is not None:
+            items = items + self.item_side(self.item_static[i])
+        out = items.new_zeros(len(nodes), items.shape[1]).index_put((torch.nonzero(~is_user).squeeze(1),), items)
+        if self.user_node is not None:
+            out = out.index_put((torch.nonzero(is_user).squeeze(1),), self.user_node(self.user_static[u]))
+        return out
+
+    def sampled_graph_embeddings(
+        self, users: torch.Tensor, items: torch.Tensor, fanout: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unbiased estimates of ``graph_embeddings()`` at ``users`` (B,) and ``items`` (I,) (each unique)
+        from a neighbour-sampled subgraph (:mod:`ghrs.graph.neighbour_sampling`): O(seeds x
+        fanout^layers) per call instead of O(edges). Returns (B, dim), (I, dim)."""
+        seeds = torch.cat([users, items + self.n_users])
+        csr = self._cached("csr", lambda: CSRGraph.from_edge_index(self.edge_index, self.n_users + self.n_items))
+        nodes, m = sample_propagation(csr, seeds, fanout, len(self.graph_layers))
+        x = self.node_inputs(nodes)
+        out = x
+        for _ in self.graph_layers:
+            x = m @ x  # LightGCN's step with the sampled estimator's weights (LGConv(normalize=False))
+            out = out + x
+        out = out / (len(self.graph_layers) + 1)
+        pos = torch.searchsorted(nodes[: len(seeds)], seeds)  # unique seeds come first, sorted
+        return out[pos[: len(users)]], out[pos[len(users) :]]
+
     def _adjacency(self, edge_index: torch.Tensor) -> torch.Tensor:
         """The (n_nodes, n_nodes) sparse CSR adjacency of ``edge_index``. LGConv propagates over it with
         one sparse-dense product per layer instead of materialising a (n_edges, dim) message tensor: 7x
@@ -151,11 +182,16 @@ class HybridNet(nn.Module):
         n = self.n_users + self.n_items
         if edge_index is not self.edge_index:
             return to_torch_csr_tensor(edge_index, size=(n, n))
+        return self._cached("adj", lambda: to_torch_csr_tensor(edge_index, size=(n, n)))
+
+    def _cached(self, kind: str, build: Callable):
+        """Derived views of the training graph, rebuilt when the edge_index buffer changes (e.g. moved)."""
         cache = self.__dict__.setdefault("_adj_cache", {})
-        key = (edge_index.data_ptr(), tuple(edge_index.shape), n)
+        key = (kind, self.edge_index.data_ptr(), tuple(self.edge_index.shape))
         if key not in cache:
-            cache.clear()
-            cache[key] = to_torch_csr_tensor(edge_index, size=(n, n))
+            for old in [k for k in cache if k[0] == kind]:
+                del cache[old]
+            cache[key] = build()
         return cache[key]
 
     def __getstate__(self) -> dict:  # the cache is derived data: not pickled with the model
@@ -164,11 +200,11 @@ class HybridNet(nn.Module):
         return state
 
     def user_repr(self, users: torch.Tensor, states: torch.Tensor, graph_users: torch.Tensor | None) -> torch.Tensor:
-        """users (B,), states (B, T, enc_dim) -> (B, T, dim)."""
+        """users (B,), states (B, T, enc_dim), graph_users (B, dim) or None -> (B, T, dim)."""
         B, T = states.shape[:2]
         parts = [self.user_static[users], self.cluster_emb(self.user_cluster[users])]
         if graph_users is not None:
-            parts.append(graph_users[users])
+            parts.append(graph_users)
         if self.user_id is not None:
             parts.append(self.user_id(users))
         static = torch.cat(parts, -1).unsqueeze(1).expand(B, T, -1)
@@ -189,6 +225,10 @@ class HybridRecommender(Recommender):
         use_user_id: add a user-id embedding (off for cold-start evaluation: unseen users have none).
         heads: ``{"rating": w, "ranking": w}`` loss weights.
         n_negatives: 0 for full softmax over all items, else sampled softmax with that many negatives.
+        graph_fanout: None: every training batch propagates the whole graph (O(edges) per batch); N:
+            over a neighbour-sampled subgraph of the batch's users, targets and negatives, N neighbours
+            per node and hop (unbiased, O(batch x N^layers) per batch: for large graphs). Needs sampled
+            negatives when the ranking head is on. Evaluation always propagates the whole graph.
         max_len: history length fed to the encoder (the most recent interactions).
         streaming: keep per-user recurrent states so ``observe`` updates a user with one step.
         residual_shrinkage: c in the weight n / (n + c) of the rating head's learned residual for a user
@@ -207,6 +247,7 @@ class HybridRecommender(Recommender):
         use_user_id: bool = False,
         heads: dict | None = None,
         n_negatives: int = 0,
+        graph_fanout: int | None = None,
         max_len: int = 50,
         dropout: float = 0.1,
         streaming: bool = True,
@@ -229,6 +270,11 @@ class HybridRecommender(Recommender):
         self.ghrs_kwargs = {"seed": seed, **(ghrs if isinstance(ghrs, dict) else {})}
         self.dim, self.graph_layers, self.use_user_id = dim, graph_layers, use_user_id
         self.heads, self.n_negatives, self.max_len, self.dropout = heads, n_negatives, max_len, dropout
+        if graph_fanout is not None and (graph_fanout < 1 or (heads["ranking"] and not n_negatives)):
+            raise ValueError(f"hybrid graph_fanout must be null or >= 1, and needs n_negatives > 0 with the "
+                             f"ranking head (full softmax scores every item), got graph_fanout={graph_fanout}, "
+                             f"n_negatives={n_negatives}")
+        self.graph_fanout = graph_fanout
         self.streaming, self.seed = streaming, seed
         if residual_shrinkage < 0:
             raise ValueError(f"hybrid residual_shrinkage must be >= 0, got {residual_shrinkage}")
@@ -284,11 +330,19 @@ class HybridRecommender(Recommender):
             L = int(seqs.lengths[users].max())
             items, feats, lengths = seqs.items[users, :L], seqs.features[users, :L], seqs.lengths[users]
             states, _ = net.encoder(items, lengths, feats)
-            graph_u, graph_i = net.graph_embeddings()
-            u = net.user_repr(users, states[:, :-1], graph_u)  # state after t items predicts item t+1
-            target = items[:, 1:] - 1
             mask = torch.arange(1, L) < lengths.unsqueeze(1)
-            u, target, tr = u[mask], target[mask], seqs.ratings[users, 1:L][mask]  # (N, dim), (N,), (N,)
+            target = (items[:, 1:] - 1)[mask]  # (N,)
+            neg = torch.randint(0, n_items, (self.n_negatives,)) if self.n_negatives else None
+            if self.graph_fanout and len(net.graph_layers):
+                # item rows needed by the batch only: its targets and negatives
+                needed, where = torch.unique(target if neg is None else torch.cat([target, neg]), return_inverse=True)
+                graph_u, graph_i = net.sampled_graph_embeddings(users, needed, self.graph_fanout)
+                target, neg = where[: len(target)], (None if neg is None else where[len(target) :])
+            else:
+                graph_u, graph_i = net.graph_embeddings()
+                graph_u = graph_u[users] if graph_u is not None else None
+            u = net.user_repr(users, states[:, :-1], graph_u)[mask]  # state after t items predicts item t+1
+            tr = seqs.ratings[users, 1:L][mask]  # u (N, dim), target (N,) rows of graph_i, tr (N,)
             loss = u.new_zeros(())
             if self.heads["rating"]:
                 n_seen = torch.arange(1, L).expand(len(users), -1)[mask].float()  # items behind each state
@@ -296,7 +350,7 @@ class HybridRecommender(Recommender):
                 pred = base[users, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
                 loss = loss + self.heads["rating"] * F.mse_loss(pred, tr)
             if self.heads["ranking"]:
-                loss = loss + self.heads["ranking"] * self._ranking_loss(u, target, graph_i)
+                loss = loss + self.heads["ranking"] * self._ranking_loss(u, target, graph_i, neg)
             return loss
 
         self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer,
@@ -331,16 +385,17 @@ class HybridRecommender(Recommender):
                                   - train["rating"].to_numpy()) ** 2)))
         return oof[pos].astype(np.float32)
 
-    def _ranking_loss(self, u: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """u (N, dim), target (N,) item indices, items (n_items, dim) -> mean cross-entropy.
+    def _ranking_loss(self, u: torch.Tensor, target: torch.Tensor, items: torch.Tensor,
+                      neg: torch.Tensor | None) -> torch.Tensor:
+        """u (N, dim), target (N,) rows of items (n, dim), neg (K,) rows or None -> mean cross-entropy.
 
-        Sampled softmax shares one set of ``n_negatives`` uniformly drawn items across the batch: logits
-        (N, 1 + K) come from one matrix product, with no (N, K, dim) gather (whose backward dominated the
-        epoch). A negative that is a row's own target is masked out of that row.
+        ``neg`` None: full softmax over all rows of ``items``. Else sampled softmax with one set of K
+        uniformly drawn negatives shared across the batch: logits (N, 1 + K) come from one matrix
+        product, with no (N, K, dim) gather (whose backward dominated the epoch). A negative that is a
+        row's own target is masked out of that row.
         """
-        if not self.n_negatives:
+        if neg is None:
             return F.cross_entropy(u @ items.T, target)
-        neg = torch.randint(0, len(items), (self.n_negatives,))
         logits = torch.cat([(u * items[target]).sum(-1, keepdim=True), u @ items[neg].T], 1)
         logits[:, 1:] = logits[:, 1:].masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
         return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
@@ -395,7 +450,8 @@ class HybridRecommender(Recommender):
 
     def _refresh_user_vectors(self) -> None:
         users = torch.arange(self.dataset.n_users)
-        self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), self.graph_users)[:, 0]
+        graph = self.graph_users[users] if self.graph_users is not None else None
+        self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), graph)[:, 0]
 
     def _recurrent(self) -> bool:
         return getattr(self.net.encoder, "layer", "none") in ("mamba", "mamba2", "s4d", "gru")

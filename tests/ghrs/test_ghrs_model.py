@@ -200,3 +200,22 @@ def test_side_information_encoding():
     items = pd.DataFrame({"title": ["a", "b"], "year": [1995.0, np.nan], "genres": ["Action|Drama", "Drama"]})
     xi, names = encode_item_side(items)
     assert names == ["genre=Action", "genre=Drama", "decade=1990"] and xi.tolist() == [[1, 1, 1], [0, 1, 0]]
+
+
+def test_neighbour_candidate_pool(data, fitted):
+    ds, s = data
+    u, i = s.test["user"].to_numpy(), s.test["item"].to_numpy()
+    # a pool holding every user is the exact model
+    whole = GHRSRecommender(**FAST, neighbours={"candidates": ds.n_users + 5}).fit(ds, s.train)
+    np.testing.assert_array_equal(whole.predict(u, i), fitted.predict(u, i))
+    # a small pool: neighbours only among the most active users, predictions still sane
+    small = GHRSRecommender(**FAST, neighbours={"candidates": 30}).fit(ds, s.train)
+    nb = small.nbr
+    counts = np.bincount(s.train["user"], minlength=ds.n_users)
+    pool = np.flatnonzero(nb.w_user.getnnz(axis=0))
+    assert len(pool) <= 30 and counts[pool].min() >= np.sort(counts)[-30]
+    p = small.predict(u, i)
+    assert np.isfinite(p).all() and not np.array_equal(p, fitted.predict(u, i))
+    assert rmse(s.test["rating"].to_numpy(), p) < rmse(s.test["rating"].to_numpy(), np.full(len(p), s.train["rating"].mean()))
+    with pytest.raises(ValueError, match="candidates"):
+        GHRSRecommender(neighbours={"candidates": 0})

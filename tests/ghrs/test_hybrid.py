@@ -6,6 +6,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from ghrs.data.splits import ColdUserSplit, RandomSplit
 from ghrs.data.synthetic import make_synthetic
@@ -137,6 +138,10 @@ def test_bad_hybrid_config_values():
         HybridRecommender(heads={"rating": 0, "ranking": 0})
     with pytest.raises(ValueError, match="residual_shrinkage"):
         HybridRecommender(residual_shrinkage=-1)
+    with pytest.raises(ValueError, match="graph_fanout"):
+        HybridRecommender(graph_fanout=5)  # the full-softmax ranking head scores every item
+    with pytest.raises(ValueError, match="graph_fanout"):
+        HybridRecommender(graph_fanout=0, n_negatives=8)
 
 
 def test_sampled_softmax_learns_the_planted_tastes(data):
@@ -145,3 +150,22 @@ def test_sampled_softmax_learns_the_planted_tastes(data):
     bias = BiasRecommender().fit(ds, s.train)
     m_h, m_b = evaluate(m, ds, s, progress=False), evaluate(bias, ds, s, progress=False)
     assert m_h["ndcg@10"] > m_b["ndcg@10"], (m_h["ndcg@10"], m_b["ndcg@10"])
+
+
+def test_neighbour_sampled_propagation_learns_the_planted_tastes(data):
+    ds, s = data
+    m = hybrid(epochs=6, n_negatives=16, graph_fanout=4, heads={"rating": 0.0, "ranking": 1.0}).fit(ds, s.train, s.valid)
+    bias = BiasRecommender().fit(ds, s.train)
+    m_h, m_b = evaluate(m, ds, s, progress=False), evaluate(bias, ds, s, progress=False)
+    assert m_h["ndcg@10"] > m_b["ndcg@10"], (m_h["ndcg@10"], m_b["ndcg@10"])
+
+
+def test_sampled_graph_embeddings_equal_the_full_ones_with_a_large_fanout(data):
+    ds, s = data
+    m = hybrid(epochs=1, n_negatives=16, heads={"rating": 0.0, "ranking": 1.0}).fit(ds, s.train)
+    users, items = torch.tensor([0, 3, 17]), torch.tensor([2, 5, 40, 41])
+    with torch.no_grad():
+        full_u, full_i = m.net.graph_embeddings()
+        su, si = m.net.sampled_graph_embeddings(users, items, fanout=ds.n_users + ds.n_items)
+    torch.testing.assert_close(su, full_u[users], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(si, full_i[items], atol=1e-5, rtol=1e-4)

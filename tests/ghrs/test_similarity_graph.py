@@ -154,3 +154,40 @@ def test_agreement_neighbours_equal_a_dense_computation(k):
         want = [v for v in order[:k] if rate[u, v] > 0]
         assert set(np.flatnonzero(got[u])) == set(want)
         np.testing.assert_allclose(got[u, want], rate[u, want])
+
+
+def test_rows_too_short_to_reach_the_threshold_are_pruned_exactly():
+    # heavy-tailed activity: most users have fewer ratings than the threshold and cannot link
+    rng = np.random.default_rng(5)
+    n_users, n_items = 60, 40
+    rows = []
+    for u in range(n_users):
+        n = int(min(n_items, rng.lognormal(1.5, 1.0) + 1))
+        rows += [(u, int(i), float(rng.integers(1, 3))) for i in rng.choice(n_items, n, replace=False)]
+    t = table(rows)
+    threshold = 6.0
+    counts = t.groupby("user").size()
+    assert (counts < threshold).sum() > n_users // 2 and (counts >= threshold).sum() >= 5
+    g = build_agreement_graph(t["user"], t["item"], t["rating"], n_users, n_items, threshold, block=5)
+    want = brute_force_edges(t, threshold)
+    assert want and edges(g) == want
+
+
+def test_agreement_neighbours_candidate_pool_equals_the_dense_computation_on_the_pool():
+    rng = np.random.default_rng(11)
+    n_users, n_items = 30, 15
+    rows = {(u, i): int(rng.integers(1, 4)) for u in range(n_users) for i in rng.choice(n_items, 6, replace=False)}
+    ratings = table([(u, i, r) for (u, i), r in rows.items()])
+    mats = rating_indicators(ratings, np.unique(ratings["rating"]), n_users, n_items)
+    pool = np.array([1, 4, 7, 8, 20, 29])
+    got = agreement_neighbours(mats, mats, k=3, shrink=2.0, block=4, right_rows=pool).toarray()
+    anyr = sum(mats[1:], mats[0]).toarray()
+    rate = sum((m @ m.T).toarray() for m in mats) / (anyr @ anyr.T + 2.0)
+    np.fill_diagonal(rate, 0)
+    outside = np.setdiff1d(np.arange(n_users), pool)
+    assert not got[:, outside].any()
+    for u in range(n_users):
+        order = sorted(pool, key=lambda v: (-rate[u, v], v))
+        want = [v for v in order[:3] if rate[u, v] > 0]
+        assert set(np.flatnonzero(got[u])) == set(want)
+        np.testing.assert_allclose(got[u, want], rate[u, want])
