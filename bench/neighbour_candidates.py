@@ -18,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ghrs import default_params  # noqa: E402
+from bench_ghrs import default_params
 
-from ghrs.data.movielens import load_movielens  # noqa: E402
-from ghrs.data.splits import OfficialSplit, RandomSplit  # noqa: E402
-from ghrs.metrics import rmse  # noqa: E402
-from ghrs.models.ghrs import GHRSRecommender  # noqa: E402
+from ghrs.data.movielens import load_movielens
+from ghrs.data.splits import OfficialSplit, RandomSplit
+from ghrs.metrics import rmse
+from ghrs.models.ghrs import GHRSRecommender
 
 
 def main() -> None:
