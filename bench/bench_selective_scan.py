@@ -71,18 +71,7 @@ def make_inputs(batch: int, dim: int, length: int, d_state: int, device: str, dt
 
 
 def run_scan(x: dict, backend: str):
-    return selective_scan(
-        x["u"],
-        x["delta"],
-        x["A"],
-        x["B"],
-        x["C"],
-        D=x["D"],
-        z=x["z"],
-        delta_bias=x["delta_bias"],
-        delta_softplus=True,
-        backend=backend,
-    )
+    return selective_scan(**x, delta_softplus=True, backend=backend)  # keys are the argument names
 
 
 def copy_bandwidth(device: str, nbytes: int = 1 << 30) -> float:

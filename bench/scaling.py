@@ -68,8 +68,7 @@ def load(name: str, data: str | None, seed: int):
     root = data or os.environ.get("GHRS_DATA_DIR")
     if name == "ml-100k":
         return load_movielens("ml-100k", root=root, download=False)
-    if name == "ml-1m-subset":
-        root = str(Path(root) / "ml-1m-users-1-2999.zip") if root and Path(root).is_dir() else root
+    if name == "ml-1m-subset":  # the loader finds ml-1m-users-1-2999.zip in a data directory
         return load_movielens("ml-1m", root=root, download=False)
     raise SystemExit(f"unknown set {name!r}")
 

@@ -122,10 +122,21 @@ class HybridNet(nn.Module):
         self.rating_proj = nn.Linear(dim, dim, bias=False)
         nn.init.zeros_(self.rating_proj.weight)  # start exactly at the base (GHRS) prediction
 
-    def item_base(self) -> torch.Tensor:
-        """(n_items, dim): id embedding + side projection (before graph propagation)."""
-        v = self.item_id.weight
-        return v + self.item_side(self.item_static) if self.item_side is not None else v
+    def item_base(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_items, dim), or (len(items), dim) for the ``items`` given: id embedding + side projection
+        (the item nodes' input before graph propagation)."""
+        v = self.item_id.weight if items is None else self.item_id(items)
+        if self.item_side is None:
+            return v
+        return v + self.item_side(self.item_static if items is None else self.item_static[items])
+
+    def user_base(self, like: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_users, dim), or (len(users), dim): the user nodes' input before graph propagation (a
+        projection of the static features; zeros without any). ``like``: a tensor of the dtype wanted."""
+        static = self.user_static if users is None else self.user_static[users]
+        if self.user_node is None:
+            return like.new_zeros(len(static), like.shape[-1])
+        return self.user_node(static)
 
     def graph_embeddings(self, edge_index: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
         """LightGCN-style mean of propagations of [user side nodes; item nodes] over the bipartite graph.
@@ -134,8 +145,7 @@ class HybridNet(nn.Module):
         items = self.item_base()
         if not len(self.graph_layers):
             return None, items
-        users = self.user_node(self.user_static) if self.user_node is not None else items.new_zeros(self.n_users, items.shape[1])
-        x = torch.cat([users, items])
+        x = torch.cat([self.user_base(items), items])
         adj = self._adjacency(self.edge_index if edge_index is None else edge_index)
         out = x
         for conv in self.graph_layers:
@@ -147,14 +157,10 @@ class HybridNet(nn.Module):
     def node_inputs(self, nodes: torch.Tensor) -> torch.Tensor:
         """nodes (n,) ids of the homogeneous graph (users, then n_users + item) -> (n, dim) layer-0 inputs."""
         is_user = nodes < self.n_users
-        u, i = nodes[is_user], nodes[~is_user] - self.n_users
-        items = self.item_id(i)
-        if self.item_side is not None:
-            items = items + self.item_side(self.item_static[i])
+        items = self.item_base(nodes[~is_user] - self.n_users)
+        users = self.user_base(items, nodes[is_user])
         out = items.new_zeros(len(nodes), items.shape[1]).index_put((torch.nonzero(~is_user).squeeze(1),), items)
-        if self.user_node is not None:
-            out = out.index_put((torch.nonzero(is_user).squeeze(1),), self.user_node(self.user_static[u]))
-        return out
+        return out.index_put((torch.nonzero(is_user).squeeze(1),), users)
 
     def sampled_graph_embeddings(
         self, users: torch.Tensor, items: torch.Tensor, fanout: int
@@ -450,8 +456,7 @@ class HybridRecommender(Recommender):
 
     def _refresh_user_vectors(self) -> None:
         users = torch.arange(self.dataset.n_users)
-        graph = self.graph_users[users] if self.graph_users is not None else None
-        self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), graph)[:, 0]
+        self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), self.graph_users)[:, 0]
 
     def _recurrent(self) -> bool:
         return getattr(self.net.encoder, "layer", "none") in ("mamba", "mamba2", "s4d", "gru")

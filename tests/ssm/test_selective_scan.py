@@ -73,14 +73,7 @@ def run_scan(inputs, *, softplus, backend, mask=None, grads=True, seed=123, **kw
         k: (v.detach().clone().requires_grad_(grads) if v is not None else None) for k, v in inputs.items()
     }
     y, last = selective_scan(
-        leaves["u"],
-        leaves["delta"],
-        leaves["A"],
-        leaves["B"],
-        leaves["C"],
-        D=leaves["D"],
-        z=leaves["z"],
-        delta_bias=leaves["delta_bias"],
+        **leaves,  # keys are selective_scan's argument names
         delta_softplus=softplus,
         return_last_state=True,
         backend=backend,
@@ -209,16 +202,8 @@ def test_gradcheck_float64(backend, groups):
     mask = torch.tensor([[True] * 6, [False, False, True, True, True, False]])
 
     def fn(*args):
-        kw = dict(zip(names, args))
         y, last = selective_scan(
-            kw["u"],
-            kw["delta"],
-            kw["A"],
-            kw["B"],
-            kw["C"],
-            D=kw["D"],
-            z=kw["z"],
-            delta_bias=kw["delta_bias"],
+            **dict(zip(names, args)),
             delta_softplus=True,
             return_last_state=True,
             backend=backend,
