@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ghrs.errors import UserError
+
 RATING_COLUMNS = ("user", "item", "rating", "timestamp")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Malformed input data; the message names the file, the line (1-based) and the problem."""
 
     def __init__(self, problem: str, file: str | None = None, line: int | None = None):

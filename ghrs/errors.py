@@ -1,0 +1,38 @@
+"""User mistakes versus bugs.
+
+A :class:`UserError` is a mistake the user can fix (a bad argument, an unknown id, a missing or corrupt
+file, a split that cannot be made). Entry points wrapped with :func:`user_errors` print it as one line on
+stderr and exit with code 2, without a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message names the value and the fix, in one line."""
+
+
+def user_errors(fn: F) -> F:
+    """Decorate an entry point: a :class:`UserError` becomes ``error: <message>`` on stderr and exit code 2.
+
+    Put it *inside* ``@hydra.main`` (Hydra would otherwise print the traceback and exit 1).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            message = " ".join(str(exc).split())  # one line, whatever the message holds
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper  # type: ignore[return-value]
