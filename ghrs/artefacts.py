@@ -21,7 +21,7 @@ import functools
 import importlib
 import json
 import pathlib
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +177,12 @@ def _getstate(obj) -> dict:
 
 
 class _Encoder:
-    def __init__(self, substitute: dict[int, Any] | None = None):
+    def __init__(self, hook: Callable[[Any, dict[int, Any]], Any] | None = None):
         self.tensors: dict[str, torch.Tensor] = {}
         self.memo: dict[int, int] = {}
         self.keep: list[Any] = []  # keeps encoded objects alive so their ids stay unique
-        self.substitute = substitute or {}
+        self.substitute: dict[int, Any] = {}
+        self.hook = hook
 
     def tensor(self, t: torch.Tensor) -> str:
         key = f"t{len(self.tensors)}"
@@ -199,7 +200,14 @@ class _Encoder:
         return None, n
 
     def enc(self, obj) -> Any:
-        obj = self.substitute.get(id(obj), obj)
+        if id(obj) in self.substitute:
+            obj = self.substitute[id(obj)]
+        elif self.hook is not None:
+            new = self.hook(obj, self.substitute)
+            if new is not obj:  # written in the original's place, wherever the original is referenced
+                self.substitute[id(obj)] = new
+                self.keep.extend((obj, new))
+                obj = new
         if obj is None or isinstance(obj, (bool, str)) or type(obj) in (int, float):
             return obj
         if isinstance(obj, np.generic):
@@ -453,7 +461,7 @@ class _Decoder:
     def dec_obj(self, node):
         cls = _resolve(node["cls"])
         if not isinstance(cls, type):
-            raise ValueError(f"{node['cls']} is not a class")
+            raise TypeError(f"{node['cls']} is not a class")
         obj = self.keep(node, cls.__new__(cls))
         state = {k: self.dec(v) for k, v in node["s"].items()}
         if getattr(cls, "__setstate__", None) is not None:
@@ -463,22 +471,23 @@ class _Decoder:
         return obj
 
 
-def dumps(obj: Any, meta: dict | None = None, substitute: dict[int, Any] | None = None) -> bytes:
-    """Encode ``obj`` (and plain JSON ``meta``) as safetensors bytes. ``substitute``: id(object) ->
-    object written in its place (e.g. a dataset without its test ratings)."""
+def dumps(obj: Any, meta: dict | None = None, hook: Callable[[Any, dict[int, Any]], Any] | None = None) -> bytes:
+    """Encode ``obj`` (and plain JSON ``meta``) as safetensors bytes.
+
+    ``hook(node, substitute)``: called on every node before it is written; what it returns is written in
+    the node's place everywhere the node is referenced (e.g. a dataset without its test ratings). It may
+    add ``id(other) -> replacement`` entries to ``substitute`` for objects met later."""
     from safetensors.torch import save
 
-    enc = _Encoder(substitute)
+    enc = _Encoder(hook)
     manifest = {"format": FORMAT, "version": VERSION, "meta": meta or {}, "root": enc.enc(obj)}
     return save(enc.tensors, metadata={META_KEY: json.dumps(manifest, allow_nan=True)})
 
 
-_ARTEFACT_LOCK = threading.Lock()
-
-
-def save(path: Path | str, obj: Any, meta: dict | None = None, substitute: dict[int, Any] | None = None) -> Path:
-    """Write ``obj`` atomically to ``path`` (a ``.safetensors`` file)."""
-    return write_bytes_atomic(Path(path), dumps(obj, meta, substitute))
+def save(path: Path | str, obj: Any, meta: dict | None = None,
+         hook: Callable[[Any, dict[int, Any]], Any] | None = None) -> Path:
+    """Write ``obj`` atomically to ``path`` (a ``.safetensors`` file); see :func:`dumps`."""
+    return write_bytes_atomic(Path(path), dumps(obj, meta, hook))
 
 
 def _fail(path: Path, what: str) -> ArtefactError:

@@ -20,10 +20,10 @@ from ghrs import distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.data.splits import Split
 from ghrs.evaluation import evaluate
-from ghrs.io import torch_save_atomic, write_bytes_atomic, write_json_atomic
+from ghrs.io import write_bytes_atomic, write_json_atomic
 from ghrs.models.base import Recommender
 from ghrs.resources import PeakMemory
-from ghrs.serving import MODEL_FILE
+from ghrs.serving import MODEL_FILE, save_run_model
 from ghrs.training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,9 @@ def build(cfg: DictConfig) -> tuple[RatingsDataset, Split]:
 
 
 def save_model(path: Path, model: Recommender, cfg: DictConfig) -> None:
-    """Pickle the fitted model (it holds its dataset: id maps, titles, history) and the resolved config."""
-    dataset = model.dataset
-    torch_save_atomic(path, {"model": model, "config": OmegaConf.to_container(cfg, resolve=True),
-                             "dataset_name": dataset.name})
+    """Write the fitted model (id maps, titles, side table, training interactions; no test ratings) and
+    the resolved config as a pickle-free artefact (:func:`ghrs.serving.save_run_model`)."""
+    save_run_model(path, model, OmegaConf.to_container(cfg, resolve=True))
 
 
 def results_table(metrics: dict[str, dict[str, float]]) -> str:
