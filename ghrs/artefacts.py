@@ -22,6 +22,7 @@ import importlib
 import json
 import pathlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -471,6 +472,18 @@ class _Decoder:
         return obj
 
 
+def without_ratings(obj: Any, substitute: dict[int, Any]) -> Any:
+    """Artefact hook (:func:`dumps`): every dataset is written without its ratings table (train, valid
+    *and* test ratings) and its predefined folds. A model keeps its training interactions as its history."""
+    from ghrs.data.dataset import RatingsDataset
+
+    if isinstance(obj, RatingsDataset):
+        slim = replace(obj, ratings=obj.ratings.iloc[:0].copy(), folds={})
+        substitute[id(obj.ratings)] = slim.ratings  # also where the ratings table is referenced directly
+        return slim
+    return obj
+
+
 def dumps(obj: Any, meta: dict | None = None, hook: Callable[[Any, dict[int, Any]], Any] | None = None) -> bytes:
     """Encode ``obj`` (and plain JSON ``meta``) as safetensors bytes.
 
@@ -534,3 +547,41 @@ def load(path: Path | str) -> tuple[Any, dict]:
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise _fail(path, f"has an invalid manifest ({' '.join(str(exc).split())[:160]})") from None
     return obj, manifest.get("meta", {})
+
+
+def load_cache(path: Path | str, key: str) -> Any | None:
+    """A cached object written by :func:`save_cache` under the same ``key``; None when the cache is
+    absent, was written for another key (other data or settings) or cannot be read (then recomputed)."""
+    import logging
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        obj, meta = load(path)
+    except ArtefactError as exc:
+        logging.getLogger(__name__).warning("ignoring an unreadable cache (recomputing it): %s", exc)
+        return None
+    return obj if meta.get("key") == key else None
+
+
+def save_cache(path: Path | str, key: str, obj: Any, hook: Callable[[Any, dict[int, Any]], Any] | None = None) -> Path:
+    """Write ``obj`` as a cache entry valid for ``key`` (e.g. a hash of the inputs and settings)."""
+    return save(path, obj, {"key": key}, hook)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A SHA-256 over NumPy arrays / DataFrames (by content) and JSON-able settings."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, pd.DataFrame):
+            for col in part.columns:
+                h.update(str(col).encode())
+                h.update(np.ascontiguousarray(part[col].to_numpy()).tobytes())
+        elif isinstance(part, np.ndarray):
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=repr).encode())
+    return h.hexdigest()

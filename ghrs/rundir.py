@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ghrs.errors import UserError
 from ghrs.io import TEMP_SUFFIX
@@ -123,3 +124,40 @@ def run_lock(run_dir: Path | str, purpose: str, wait: float = 0.0, run_id: str |
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+# Config keys that may change when a run is resumed (the last components of a dotted key; ``trainer.lr``
+# also matches ``model.trainer.lr``). ``trainer.lr`` / ``weight_decay`` are applied to the resumed
+# optimiser; every other key shapes the model, its data or its batches and must match the checkpoint.
+SAFE_ON_RESUME = ("trainer.max_epochs", "trainer.patience", "trainer.progress", "trainer.resume", "trainer.lr",
+                  "trainer.weight_decay", "trainer.grad_clip", "trainer.device")
+SAFE_PREFIXES_ON_RESUME = ("eval.", "hydra.")
+
+
+def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(cfg, dict):
+        out: dict[str, Any] = {}
+        for k, v in cfg.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: cfg}
+
+
+def _safe_on_resume(key: str) -> bool:
+    return key.startswith(SAFE_PREFIXES_ON_RESUME) or any(key == s or key.endswith("." + s) for s in SAFE_ON_RESUME)
+
+
+def check_resume_config(stored: dict, current: dict, checkpoint: Path | str) -> None:
+    """Refuse to resume a checkpoint with a config that differs in a key that shapes the model.
+
+    ``stored``, ``current``: resolved configs (plain nested dicts). Raises a UserError naming the keys."""
+    old, new = _flatten(stored), _flatten(current)
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k, "<unset>") != new.get(k, "<unset>") and not _safe_on_resume(k))
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r})" for k in changed[:8])
+        more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+        raise UserError(
+            f"cannot resume {checkpoint}: the config differs from the checkpoint's in {shown}{more}; set them "
+            f"back, or train in a new run dir (keys that may change on resume: "
+            f"{', '.join(SAFE_ON_RESUME)}, eval.*)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from ghrs import artefacts
-from ghrs.data.dataset import RatingsDataset
 from ghrs.models.base import Recommender
 from ghrs.rundir import run_lock
 
@@ -54,20 +52,10 @@ def load_run(run: str | Path) -> tuple[Recommender, dict]:
     return model, meta["config"]
 
 
-def _serving_only(obj: Any, substitute: dict[int, Any]) -> Any:
-    """Artefact hook: every dataset is written without its ratings table (train, valid *and* test
-    ratings) and its predefined folds; the model keeps the training interactions as its history."""
-    if isinstance(obj, RatingsDataset):
-        slim = replace(obj, ratings=obj.ratings.iloc[:0].copy(), folds={})
-        substitute[id(obj.ratings)] = slim.ratings  # also where the ratings table is referenced directly
-        return slim
-    return obj
-
-
 def save_run_model(path: str | Path, model: Recommender, config: dict) -> Path:
     """Write ``model`` and its resolved training ``config`` (plain dict) as a pickle-free artefact."""
     meta = {"config": config, "dataset_name": model.dataset.name, "model_class": type(model).__name__}
-    return artefacts.save(path, model, meta, hook=_serving_only)
+    return artefacts.save(path, model, meta, hook=artefacts.without_ratings)
 
 
 def update_run(run: str | Path, apply: Callable[[Recommender], Any]) -> Any:
