@@ -519,9 +519,6 @@ def read_manifest(path: Path | str) -> tuple[dict, dict[str, torch.Tensor]]:
         raise ArtefactError(f"{path}: no such file; pass a training run directory (outputs/...)") from None
     except OSError as exc:
         raise ArtefactError(f"{path}: cannot be read ({exc.strerror})") from None
-    if data[:2] == b"\x80\x02" or data[:2] == b"PK" or data[:1] == b"\x80":
-        raise _fail(path, "is a pickle/torch.save file, which this version never loads (loading it could run "
-                          "code)")
     try:
         header_len = int.from_bytes(data[:8], "little")
         if len(data) < 8 or header_len > len(data) - 8:
@@ -530,6 +527,9 @@ def read_manifest(path: Path | str) -> tuple[dict, dict[str, torch.Tensor]]:
         manifest = json.loads(header.get("__metadata__", {})[META_KEY])
         tensors = load(data)
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, SafetensorError) as exc:
+        if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":  # a pickle, or torch.save's zip of pickles
+            raise _fail(path, "is a pickle/torch.save file, which this version never loads (loading it could "
+                              "run code)") from None
         raise _fail(path, f"is not a readable artefact (corrupt or truncated: {type(exc).__name__})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _fail(path, "is not a ghrs artefact")

@@ -12,7 +12,6 @@ import logging
 import pickle
 import random
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -116,13 +115,15 @@ def load_checkpoint(path: Path | str) -> dict:
     path = Path(path)
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise _bad_checkpoint(path, "holds objects other than tensors and plain values (never loaded: "
-                                    "loading them could run code)") from None
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}: give trainer.resume=true with the run dir of an "
                         "interrupted run, or a path to its last.ckpt") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- whatever a damaged file makes the unpickler raise
+        if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
+            raise _bad_checkpoint(path, "holds objects other than tensors and plain values (never loaded: "
+                                        "loading them could run code)") from None
         raise _bad_checkpoint(path, f"is corrupt or truncated ({type(exc).__name__})") from None
     if not isinstance(ck, dict) or not {"model", "optimizer", "state", "rng"} <= set(ck):
         raise _bad_checkpoint(path, "is not a ghrs checkpoint")
