@@ -526,7 +526,7 @@ def read_manifest(path: Path | str) -> tuple[dict, dict[str, torch.Tensor]]:
         header = json.loads(data[8 : 8 + header_len])
         manifest = json.loads(header.get("__metadata__", {})[META_KEY])
         tensors = load(data)
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, SafetensorError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, SafetensorError) as exc:
         if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":  # a pickle, or torch.save's zip of pickles
             raise _fail(path, "is a pickle/torch.save file, which this version never loads (loading it could "
                               "run code)") from None
@@ -544,7 +544,9 @@ def load(path: Path | str) -> tuple[Any, dict]:
     manifest, tensors = read_manifest(path)
     try:
         obj = _Decoder(tensors).dec(manifest["root"])
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a forged or damaged manifest may fail anywhere in decoding
         raise _fail(path, f"has an invalid manifest ({' '.join(str(exc).split())[:160]})") from None
     return obj, manifest.get("meta", {})
 
