@@ -184,6 +184,8 @@ class _Encoder:
         self.keep: list[Any] = []  # keeps encoded objects alive so their ids stay unique
         self.substitute: dict[int, Any] = {}
         self.hook = hook
+        if hasattr(hook, "prepare"):
+            hook.prepare(self.substitute, self.keep)
 
     def tensor(self, t: torch.Tensor) -> str:
         key = f"t{len(self.tensors)}"
@@ -472,16 +474,48 @@ class _Decoder:
         return obj
 
 
-def without_ratings(obj: Any, substitute: dict[int, Any]) -> Any:
-    """Artefact hook (:func:`dumps`): every dataset is written without its ratings table (train, valid
-    *and* test ratings) and its predefined folds. A model keeps its training interactions as its history."""
-    from ghrs.data.dataset import RatingsDataset
+class Shareable:
+    """Artefact hook (:func:`dumps`) that writes what serving needs and no more of the data.
 
-    if isinstance(obj, RatingsDataset):
-        slim = replace(obj, ratings=obj.ratings.iloc[:0].copy(), folds={})
-        substitute[id(obj.ratings)] = slim.ratings  # also where the ratings table is referenced directly
-        return slim
-    return obj
+    Every dataset is written without its ratings table (train, valid *and* test ratings: a model keeps
+    its training interactions as its history) and its predefined folds. With ``trained_users`` (a
+    model's (n_users,) mask of users with training ratings), the side-table rows of those users are
+    blanked: their fitted feature vectors are in the model already, and only users without training
+    ratings (cold users, folded-in users) are ever encoded again from their side information.
+    """
+
+    def __init__(self, dataset: Any = None, trained_users: np.ndarray | None = None):
+        self.dataset, self.trained_users = dataset, trained_users
+
+    def slim(self, ds: Any, blank: np.ndarray | None = None) -> Any:
+        users = ds.users
+        if blank is not None and len(blank) == len(users) and len(users.columns) and blank.any():
+            users = users.copy()
+            for col in users.columns:  # numeric columns stay numeric (NaN), others become missing (None)
+                numeric = pd.api.types.is_numeric_dtype(users[col])
+                if numeric and users[col].dtype.kind in "iub":
+                    users[col] = users[col].astype(np.float64)
+                users.loc[blank, col] = np.nan if numeric else None
+        return replace(ds, ratings=ds.ratings.iloc[:0].copy(), folds={}, users=users)
+
+    def prepare(self, substitute: dict[int, Any], keep: list) -> None:
+        """Substitutions known before encoding: the model's dataset and its tables, wherever referenced."""
+        if self.dataset is None:
+            return
+        ds = self.dataset
+        blank = None if self.trained_users is None else np.asarray(self.trained_users, bool)
+        slim = self.slim(ds, blank)
+        substitute.update({id(ds): slim, id(ds.ratings): slim.ratings, id(ds.users): slim.users})
+        keep.extend((ds, slim))
+
+    def __call__(self, obj: Any, substitute: dict[int, Any]) -> Any:
+        from ghrs.data.dataset import RatingsDataset
+
+        if isinstance(obj, RatingsDataset):  # any other dataset: no ratings, side table as it is
+            slim = self.slim(obj)
+            substitute[id(obj.ratings)] = slim.ratings
+            return slim
+        return obj
 
 
 def dumps(obj: Any, meta: dict | None = None, hook: Callable[[Any, dict[int, Any]], Any] | None = None) -> bytes:

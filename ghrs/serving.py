@@ -55,7 +55,8 @@ def load_run(run: str | Path) -> tuple[Recommender, dict]:
 def save_run_model(path: str | Path, model: Recommender, config: dict) -> Path:
     """Write ``model`` and its resolved training ``config`` (plain dict) as a pickle-free artefact."""
     meta = {"config": config, "dataset_name": model.dataset.name, "model_class": type(model).__name__}
-    return artefacts.save(path, model, meta, hook=artefacts.without_ratings)
+    hook = artefacts.Shareable(model.dataset, getattr(model, "trained_users", None))
+    return artefacts.save(path, model, meta, hook=hook)
 
 
 def update_run(run: str | Path, apply: Callable[[Recommender], Any]) -> Any:

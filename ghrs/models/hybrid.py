@@ -340,7 +340,8 @@ class HybridRecommender(Recommender):
         else:
             base_values = self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy())
             if cache:
-                artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values}, hook=artefacts.without_ratings)
+                artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values},
+                                     hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
         base[ru, rt] = torch.as_tensor(base_values)
         users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.numpy() >= 2))
         bs = max(1, self.trainer.batch_size)

@@ -13,7 +13,7 @@ import torch
 
 from ghrs import artefacts
 from ghrs.artefacts import ArtefactError
-from ghrs.data.splits import RandomSplit
+from ghrs.data.splits import ColdUserSplit, RandomSplit
 from ghrs.data.synthetic import make_synthetic
 from ghrs.errors import UserError
 from ghrs.models.bias import BiasRecommender
@@ -83,6 +83,8 @@ def test_every_model_round_trips_exactly_and_still_folds_in(tmp_path, data, name
     pd.testing.assert_frame_equal(loaded.history.reset_index(drop=True), s.train.reset_index(drop=True))
     held_out = set(zip(s.test["user"], s.test["item"])) | set(zip(s.valid["user"], s.valid["item"]))
     assert not held_out & set(zip(loaded.history["user"], loaded.history["item"]))
+    # Side information of users with training ratings is not kept (their vectors are fitted already).
+    assert ds.users.notna().all().all() and loaded.dataset.users.isna().all().all()
     # Serving after load: a new user folded in from history and side info, then a known user's new
     # interaction (one streaming step for recurrent encoders), give what the original model gives.
     items = ds.item_ids
@@ -96,6 +98,22 @@ def test_every_model_round_trips_exactly_and_still_folds_in(tmp_path, data, name
     pd.testing.assert_frame_equal(model.out_known, loaded.out_known)
     if model.predicts_ratings:
         pd.testing.assert_frame_equal(model.out_pairs, loaded.out_pairs)
+
+
+def test_cold_users_keep_their_side_information_and_fold_in_identically(tmp_path):
+    ds = make_synthetic(n_users=80, n_items=40, ratings_per_user=12, seed=2)
+    s = ColdUserSplit(0.25, reveal=3, seed=0)(ds)
+    model = GHRSRecommender(**GHRS).fit(ds, s.train)
+    save_run_model(tmp_path / MODEL_FILE, model, {})
+    loaded, _ = load_run(tmp_path)
+    trained = np.bincount(s.train["user"], minlength=ds.n_users) > 0
+    assert (~trained).any() and loaded.dataset.users[trained].isna().all().all()
+    pd.testing.assert_frame_equal(loaded.dataset.users[~trained], ds.users[~trained], check_dtype=False)
+    history = pd.concat([s.train, s.revealed], ignore_index=True)
+    for m in (model, loaded):
+        m.set_history(history)
+    np.testing.assert_array_equal(model.predict(s.test["user"], s.test["item"]),
+                                  loaded.predict(s.test["user"], s.test["item"]))
 
 
 def test_a_saved_fold_in_round_trips(tmp_path, data):
