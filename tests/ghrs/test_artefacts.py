@@ -228,3 +228,18 @@ def test_a_missing_run_is_a_user_error(tmp_path):
         load_run(tmp_path / "nope")
     with pytest.raises(UserError, match=MODEL_FILE):
         load_run(tmp_path)  # a directory without a model
+
+
+def test_the_entry_points_never_run_a_planted_payload(tmp_path):
+    """``ghrs.recommend`` / ``ghrs.predict`` on a run dir whose model.pt carries a payload: refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    marker = tmp_path / "MARKER"
+    torch.save({"model": Payload(marker), "config": {}}, tmp_path / LEGACY_MODEL_FILE)
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-m", "ghrs.recommend", f"run={tmp_path}", "users=[1]"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}, cwd=tmp_path)
+    assert out.returncode != 0 and LEGACY_MODEL_FILE in out.stderr and "retrain" in out.stderr
+    assert not marker.exists()

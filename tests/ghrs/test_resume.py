@@ -102,3 +102,13 @@ def test_hybrid_resume_reads_ghrs_from_the_run_dir_and_ends_identical(tmp_path, 
     (tmp_path / "cut" / CHECKPOINT).unlink()
     _hybrid(tmp_path / "cut", max_epochs=1, resume=True, max_len=5)
     assert len(fits) == 3  # the GHRS model and its two out-of-fold models
+
+
+def test_a_checkpoint_payload_never_runs_on_resume(tmp_path):
+    from tests.ghrs.test_artefacts import Payload
+
+    marker = tmp_path / "MARKER"
+    torch.save({"model": {}, "optimizer": {}, "state": {}, "rng": Payload(marker), "meta": {}}, tmp_path / CHECKPOINT)
+    with pytest.raises(UserError, match=f"{CHECKPOINT} holds objects other than tensors"):
+        run_training(config("trainer.max_epochs=1", "trainer.resume=true"), tmp_path)
+    assert not marker.exists()
