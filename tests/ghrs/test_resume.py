@@ -78,7 +78,7 @@ class Interrupt(Exception):
 
 
 def test_hybrid_resume_reads_ghrs_from_the_run_dir_and_ends_identical(tmp_path, monkeypatch):
-    full = _hybrid(tmp_path / "full", max_epochs=3)
+    full = _hybrid(tmp_path / "full", max_epochs=2)
     assert (tmp_path / "full" / GHRS_CACHE).exists()
 
     def crash(state):
@@ -88,13 +88,13 @@ def test_hybrid_resume_reads_ghrs_from_the_run_dir_and_ends_identical(tmp_path, 
     with monkeypatch.context() as m:
         m.setattr(hybrid_module, "train_loop", functools.partial(training.train_loop, on_epoch_end=crash))
         with pytest.raises(Interrupt):
-            _hybrid(tmp_path / "cut", max_epochs=3)
+            _hybrid(tmp_path / "cut", max_epochs=2)
     fits = []
     original_fit = GHRSRecommender.fit
     monkeypatch.setattr(GHRSRecommender, "fit", lambda self, *a, **k: fits.append(1) or original_fit(self, *a, **k))
-    resumed = _hybrid(tmp_path / "cut", max_epochs=3, resume=True)
+    resumed = _hybrid(tmp_path / "cut", max_epochs=2, resume=True)
     assert fits == []  # neither the GHRS model nor the out-of-fold base models were refitted
-    assert [h["epoch"] for h in resumed.state.history] == [1, 2, 3]
+    assert [h["epoch"] for h in resumed.state.history] == [1, 2]
     users = np.arange(resumed.dataset.n_users)
     np.testing.assert_array_equal(full.score(users), resumed.score(users))
     np.testing.assert_array_equal(full.predict(users, users % 40), resumed.predict(users, users % 40))
