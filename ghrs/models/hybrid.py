@@ -32,7 +32,7 @@ from torch import nn
 from torch_geometric.nn import LGConv
 from torch_geometric.utils import to_torch_csr_tensor
 
-from ghrs import artefacts
+from ghrs import artefacts, distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
@@ -339,7 +339,7 @@ class HybridRecommender(Recommender):
             base_values = cached["base"]
         else:
             base_values = self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy())
-            if cache:
+            if cache and distributed.is_main():  # one writer under DDP
                 artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values},
                                      hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
         base[ru, rt] = torch.as_tensor(base_values)
