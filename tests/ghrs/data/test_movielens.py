@@ -63,14 +63,14 @@ def test_truncated_zip_is_a_clear_error(tmp_path):
         load_movielens("ml-100k", root=str(z), download=False)
 
 
-def test_corrupt_cache_is_removed(tmp_path, monkeypatch):
+def test_corrupt_cache_file_of_the_user_is_kept(tmp_path, monkeypatch):
     monkeypatch.delenv("GHRS_DATA_DIR", raising=False)  # CI points this at the real data
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "ml-100k.zip").write_bytes(b"not a zip")
-    with pytest.raises(FileNotFoundError, match="download=false"):
-        load_movielens("ml-100k", root=None, cache_dir=str(cache), download=False)
-    assert not (cache / "ml-100k.zip").exists()
+    with pytest.raises(DataError, match="fails the ml-100k release's md5.*remove it"):
+        load_movielens("ml-100k", root=None, cache_dir=str(cache), download=False, data_dirs=[])
+    assert (cache / "ml-100k.zip").read_bytes() == b"not a zip"  # never deleted: the loader did not put it there
 
 
 def test_unknown_release_name():
