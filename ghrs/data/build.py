@@ -128,8 +128,9 @@ def build_dataset(
             "timestamp": ratings["timestamp"].to_numpy(np.int64),
         }
     )
-    # Canonical order: by user, then time (stable), which sequence models and splits rely on.
-    order = np.lexsort((table["timestamp"].to_numpy(), table["user"].to_numpy()))
+    # Canonical order: by user, then time, then item index (ties in time broken by item id, so the order
+    # never depends on the file's row order); sequence models and splits rely on it.
+    order = np.lexsort((table["item"].to_numpy(), table["timestamp"].to_numpy(), table["user"].to_numpy()))
     table = table.iloc[order].reset_index(drop=True)
     users_t = _align_side(users, user_ids, "user")
     items_t = _align_side(items, item_ids, "item")
