@@ -14,6 +14,33 @@ log = logging.getLogger(__name__)
 DUPLICATE_POLICIES = ("error", "last", "mean")
 
 
+def field_count_problem(raw: bytes, sep: str, n_fields: int) -> tuple[int, int] | None:
+    """First non-blank line (1-based) of a separated text file with other than ``n_fields`` fields.
+
+    Returns ``(line, fields)`` or None. ``sep`` is one character, or ``::`` for files whose fields hold
+    no ``:`` (MovieLens ``ratings.dat``). Vectorised over the bytes (no per-line Python loop).
+    """
+    data = np.frombuffer(raw, np.uint8)
+    ends = np.flatnonzero(data == 10)
+    if len(data) and data[-1] != 10:
+        ends = np.append(ends, len(data))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    width = 1 if len(sep) == 1 else 2
+    pos = np.flatnonzero(data == ord(sep[0]))
+    per_line = np.diff(np.searchsorted(pos, ends), prepend=0)  # separator bytes on each line
+    nonblank = (ends - starts) > (data[np.maximum(ends - 1, 0)] == 13)  # ignore empty and "\r"-only lines
+    bad = np.flatnonzero(nonblank & (per_line != width * (n_fields - 1)))
+    if not len(bad):
+        return None
+    k = int(bad[0])
+    return k + 1, int(per_line[k]) // width + 1
+
+
+def field_count_error(file: str, line: int, fields: int, columns: list[str]) -> DataError:
+    kind = "an extra field" if fields > len(columns) else "a missing field"
+    return DataError(f"{fields} fields where {len(columns)} are expected ({', '.join(columns)}): {kind}", file, line)
+
+
 def validate_ratings(
     raw: pd.DataFrame,
     file: str,

@@ -8,6 +8,7 @@ numbers are used as numbers, strings one-hot, ``|``-separated values multi-hot, 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,11 @@ def _read(path: str, sep: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError as err:
         raise DataError("empty file", str(p)) from err
     except pd.errors.ParserError as err:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        if found:
+            expected, line, saw = map(int, found.groups())
+            kind = "an extra field" if saw > expected else "a missing field"
+            raise DataError(f"{saw} fields where the header has {expected}: {kind}", str(p), line) from err
         raise DataError(f"malformed row: {err}", str(p)) from err
     return table
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ghrs.data.build import build_dataset, validate_ratings
+from ghrs.data.build import build_dataset, field_count_error, field_count_problem, validate_ratings
 from ghrs.data.dataset import DataError, RatingsDataset
 from ghrs.data.releases import RELEASES, ReleaseFiles, locate
 from ghrs.paths import default_cache_dir
@@ -39,6 +39,10 @@ def _read_table(files: ReleaseFiles, name: str, sep: str, columns: list[str], en
                 raise DataError(f"expected {len(columns)} fields separated by '{sep}', got {len(rows[bad])}",
                                 files.label(name), bad + 1)
             return pd.DataFrame(rows, columns=columns, dtype=str)
+        # pandas would silently turn surplus leading fields into an index: count fields first
+        problem = field_count_problem(raw, sep, len(columns))
+        if problem is not None:
+            raise field_count_error(files.label(name), *problem, columns)
         return pd.read_csv(io.BytesIO(raw), sep=sep, header=None, names=columns, dtype=str,
                            encoding=encoding, keep_default_na=False, na_values=[""])
     except pd.errors.ParserError as err:
@@ -50,6 +54,9 @@ def _read_ratings(files: ReleaseFiles, name: str, sep: str, scale: tuple[float, 
     if sep == "::":
         # All-numeric file: split on ':' with the fast C parser, keeping every other field.
         raw = files.read(name)
+        problem = field_count_problem(raw, sep, len(cols))
+        if problem is not None:
+            raise field_count_error(files.label(name), *problem, cols)
         try:
             table = pd.read_csv(io.BytesIO(raw), sep=":", header=None, dtype=str, usecols=[0, 2, 4, 6])
         except (pd.errors.ParserError, ValueError) as err:
