@@ -8,12 +8,12 @@ numbers are used as numbers, strings one-hot, ``|``-separated values multi-hot, 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from ghrs.data.build import build_dataset, validate_ratings
+from ghrs.data.csv_table import read_csv_strict
 from ghrs.data.dataset import DataError, RatingsDataset
 
 log = logging.getLogger(__name__)
@@ -22,21 +22,9 @@ DEFAULT_COLUMNS = {"user": "user", "item": "item", "rating": "rating", "timestam
 
 
 def _read(path: str, sep: str) -> pd.DataFrame:
-    p = Path(path).expanduser()
-    if not p.is_file():
+    if not Path(path).expanduser().is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        table = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError as err:
-        raise DataError("empty file", str(p)) from err
-    except pd.errors.ParserError as err:
-        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
-        if found:
-            expected, line, saw = map(int, found.groups())
-            kind = "an extra field" if saw > expected else "a missing field"
-            raise DataError(f"{saw} fields where the header has {expected}: {kind}", str(p), line) from err
-        raise DataError(f"malformed row: {err}", str(p)) from err
-    return table
+    return read_csv_strict(path, sep)
 
 
 def _read_ratings(path: str, sep: str, columns: dict, scale: tuple[float, float]) -> pd.DataFrame:
