@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     model, _ = load_run(cfg.run)
     ds = model.dataset  # the CSV parsers name file, line and column of any bad value
     preds = predict_pairs(model, read_pairs(cfg.pairs, cfg.sep, ds), read_history(cfg.history, cfg.sep, ds),
-                          read_side(cfg.side, cfg.sep, ds))
+                          read_side(cfg.side, cfg.sep, ds), cfg.get("side_unknown", "error"))
     write_bytes_atomic(Path(cfg.out), preds.to_csv(index=False).encode())
     print(f"wrote {len(preds)} predictions to {cfg.out}")
 

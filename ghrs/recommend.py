@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> None:
     users = OmegaConf.to_container(cfg.users) if OmegaConf.is_list(cfg.users) else [cfg.users]
     history = OmegaConf.to_container(cfg.history) if cfg.history is not None else None
     side = OmegaConf.to_container(cfg.side) if cfg.side is not None else None
-    table = recommend(model, users, int(cfg.k), history, side)
+    table = recommend(model, users, int(cfg.k), history, side, cfg.get("side_unknown", "error"))
     print(render(table, cfg.format))
     if cfg.save:
         path = Path(cfg.run) / MODEL_FILE if Path(cfg.run).is_dir() else Path(cfg.run)
