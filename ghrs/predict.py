@@ -9,9 +9,10 @@ from omegaconf import DictConfig
 
 from ghrs.data.user_input import read_history, read_pairs, read_side
 from ghrs.io import write_bytes_atomic
+from ghrs.paths import config_dir
 from ghrs.serving import load_run, predict_pairs
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")

@@ -8,9 +8,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ghrs.io import torch_save_atomic
+from ghrs.paths import config_dir
 from ghrs.serving import MODEL_FILE, load_run, recommend
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 def render(table, fmt: str) -> str:
