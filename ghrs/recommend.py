@@ -7,9 +7,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ghrs.paths import config_dir
 from ghrs.serving import load_run, recommend, update_run
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 def render(table, fmt: str) -> str:
@@ -28,7 +29,7 @@ def main(cfg: DictConfig) -> None:
     users = OmegaConf.to_container(cfg.users) if OmegaConf.is_list(cfg.users) else [cfg.users]
     history = OmegaConf.to_container(cfg.history) if cfg.history is not None else None
     side = OmegaConf.to_container(cfg.side) if cfg.side is not None else None
-    table = recommend(model, users, int(cfg.k), history, side)
+    table = recommend(model, users, int(cfg.k), history, side, cfg.get("side_unknown", "error"))
     print(render(table, cfg.format))
     if cfg.save:
         # Re-applied to the newest saved model under the run dir's lock: concurrent saves all keep theirs.
