@@ -298,3 +298,11 @@ def test_model_layer_user_error_is_422(client, monkeypatch):
     r = client.post("/users", json={"side": {"gender": "x"}})
     assert r.status_code == 422 and "gender" in r.json()["detail"][0]["msg"]
     assert model_state(client) == before
+
+
+def test_snapshot_without_a_name_and_unknown_route(client, tmp_path):
+    r = client.post("/snapshot")
+    assert r.status_code == 201, r.text
+    assert Path(r.json()["run"]).parent == tmp_path / "snapshots" and (Path(r.json()["run"]) / "model.pt").is_file()
+    assert client.get("/nope").status_code == 404
+    assert client.get("/stats").json()["requests"]["GET other"] == {"404": 1}
