@@ -9,7 +9,9 @@ one thread each) under a time limit, and stops the service. Phases:
   the same user, timed as one operation; each client streams into its own users;
 
 each at ``--clients`` concurrent clients and with 1 client. Reports p50/p99 latency (ms) and throughput
-(requests or operations per second), and the one-process-per-request CLI (``python -m ghrs.recommend
+(requests or operations per second), the service's own time per request over all phases (``/stats``:
+request in -> response head out, so without the client's share of the cores), the 1-minute load
+average after each run, and the one-process-per-request CLI (``python -m ghrs.recommend
 run=<run> users=[1] k=10``) timed ``--cli-calls`` times. Assumes MovieLens-style ids (users 1..n, items
 1..m; the first request to an unknown id fails loudly). The load generator shares the machine's cores
 with the service: figures are for both on the same host.
@@ -177,7 +179,10 @@ def bench_run(run: str, args, log_dir: Path) -> dict:
         stats = c.call("GET", "/stats")
         c.close()
         result = {"run": run, "model": stats["model"], "encoder": stats["encoder"], "ready_s": round(ready_s, 1),
-                  "service_rss_mb": rss_mb(proc.pid), "phases": phases}
+                  "service_rss_mb": rss_mb(proc.pid), "phases": phases,
+                  "service_time": {k: v for k, v in stats["service_time"].items()
+                                   if k in ("GET /recommend", "POST /events")},
+                  "loadavg_after": os.getloadavg()}
     finally:
         proc.terminate()
         try:
@@ -197,6 +202,9 @@ def table(results: list[dict]) -> str:
         for name, p in r["phases"].items():
             rows.append(f"| {r['encoder']} | {name.rsplit(' ', 1)[0]} | {p['clients']} | {p['done']}/{p['asked']} | "
                         f"{p['p50_ms']} | {p['p99_ms']} | {p['per_s']} |")
+        for route, t in r["service_time"].items():
+            rows.append(f"| {r['encoder']} | {route}: time inside the service, all phases | | {t['n']} | "
+                        f"{t['p50_ms']} | {t['p99_ms']} | |")
         if "cli_s" in r:
             rows.append(f"| {r['encoder']} | CLI `ghrs.recommend users=[1] k=10`, s per call | 1 | "
                         f"{len(r['cli_s'])} | {np.median(r['cli_s']) * 1000:.0f} | {max(r['cli_s']) * 1000:.0f} | |")

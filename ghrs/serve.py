@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Annotated
 
 import hydra
+import numpy as np
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from omegaconf import DictConfig
@@ -117,26 +118,34 @@ def _error(status: int, loc: tuple, msg: str, kind: str) -> JSONResponse:
 
 
 class RequestCounts:
-    """Responses per route and status (``/stats``), updated by :class:`CountRequests`."""
+    """Responses per route and status, and the service time (request in -> response head out) of the
+    last ``keep`` responses per route, for ``/stats``; updated by :class:`CountRequests`."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 10_000) -> None:
         self._counts: Counter = Counter()
+        self._seconds: dict[str, deque] = {}
+        self._keep = keep
         self._lock = threading.Lock()
 
-    def add(self, key: str, status: int) -> None:
+    def add(self, key: str, status: int, seconds: float) -> None:
         with self._lock:
             self._counts[(key, status)] += 1
+            self._seconds.setdefault(key, deque(maxlen=self._keep)).append(seconds)
 
     def as_dict(self) -> dict:
         with self._lock:
             out: dict = {}
             for (key, status), n in sorted(self._counts.items()):
                 out.setdefault(key, {})[str(status)] = n
-            return out
+            latency = {key: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)) * 1000, 2),
+                             "p99_ms": round(float(np.percentile(v, 99)) * 1000, 2)}
+                       for key, v in sorted(self._seconds.items())}
+            return {"counts": out, "service_time": latency}
 
 
 class CountRequests:
-    """ASGI middleware: counts every response by "METHOD /route" (unknown paths as "other") and status."""
+    """ASGI middleware: counts every response by "METHOD /route" (unknown paths as "other") and status,
+    and times it from the request's arrival to the response head."""
 
     def __init__(self, app, counts: RequestCounts, paths: set[str]):
         self.app, self.counts, self.paths = app, counts, paths
@@ -145,10 +154,11 @@ class CountRequests:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         key = f"{scope['method']} {scope['path'] if scope['path'] in self.paths else 'other'}"
+        start = time.perf_counter()
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
-                self.counts.add(key, message["status"])
+                self.counts.add(key, message["status"], time.perf_counter() - start)
             await send(message)
 
         return await self.app(scope, receive, counting_send)
@@ -212,10 +222,9 @@ def create_app(run_or_model: str | Path | Recommender | RecommenderService,
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/stats", summary="users, items, model, encoder and request counts")
+    @app.get("/stats", summary="users, items, model, encoder, request counts and service times")
     def stats():
-        return service.stats() | {"uptime_s": round(time.time() - service.started, 1),
-                                  "requests": counts.as_dict()}
+        return service.stats() | {"uptime_s": round(time.time() - service.started, 1), **counts.as_dict()}
 
     counts = RequestCounts()
     app.add_middleware(CountRequests, counts=counts, paths={route.path for route in app.routes})

@@ -40,7 +40,7 @@ def client(run_dir, tmp_path):
 
 def model_state(c: TestClient) -> dict:
     stats = c.get("/stats").json()
-    return {k: v for k, v in stats.items() if k not in ("requests", "uptime_s")}
+    return {k: v for k, v in stats.items() if k not in ("counts", "service_time", "uptime_s")}
 
 
 def top(c: TestClient, user, k=10, exclude_seen=True) -> list[tuple]:
@@ -138,7 +138,8 @@ def test_predict_healthz_stats(client, run_dir):
     stats = client.get("/stats").json()
     assert stats["model"] == "HybridRecommender" and stats["encoder"] == "gru"
     assert stats["users"] == ds.n_users and stats["items"] == ds.n_items
-    assert stats["requests"]["POST /predict"] == {"200": 1} and stats["requests"]["GET /healthz"] == {"200": 1}
+    assert stats["counts"]["POST /predict"] == {"200": 1} and stats["counts"]["GET /healthz"] == {"200": 1}
+    assert stats["service_time"]["POST /predict"]["n"] == 1 and stats["service_time"]["POST /predict"]["p99_ms"] > 0
     assert client.get("/docs").status_code == 200
     assert "/events" in client.get("/openapi.json").json()["paths"]
 
@@ -305,4 +306,4 @@ def test_snapshot_without_a_name_and_unknown_route(client, tmp_path):
     assert r.status_code == 201, r.text
     assert Path(r.json()["run"]).parent == tmp_path / "snapshots" and (Path(r.json()["run"]) / "model.pt").is_file()
     assert client.get("/nope").status_code == 404
-    assert client.get("/stats").json()["requests"]["GET other"] == {"404": 1}
+    assert client.get("/stats").json()["counts"]["GET other"] == {"404": 1}
