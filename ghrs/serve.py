@@ -18,7 +18,7 @@ import hydra
 import numpy as np
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field
 
 from ghrs.errors import UserError, user_errors
@@ -237,6 +237,8 @@ def main(cfg: DictConfig) -> None:
     import torch
     import uvicorn
 
+    if OmegaConf.is_missing(cfg, "run"):
+        raise UserError("give the run to serve: python -m ghrs.serve run=<training run dir or its model.pt>")
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     app = create_app(cfg.run, cfg.snapshot_dir)

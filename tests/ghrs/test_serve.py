@@ -307,3 +307,15 @@ def test_snapshot_without_a_name_and_unknown_route(client, tmp_path):
     assert Path(r.json()["run"]).parent == tmp_path / "snapshots" and (Path(r.json()["run"]) / "model.pt").is_file()
     assert client.get("/nope").status_code == 404
     assert client.get("/stats").json()["counts"]["GET other"] == {"404": 1}
+
+
+def test_entry_point_without_a_run_is_a_one_line_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for args in ([], [f"run={tmp_path / 'none'}"]):
+        out = subprocess.run([sys.executable, "-m", "ghrs.serve", *args], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=120, check=False)
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr, out.stderr
