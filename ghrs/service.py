@@ -9,8 +9,9 @@ status), always *before* anything is changed.
 Concurrency model:
 
 - every mutation (event, new user, snapshot) holds ``_mutation``, so mutations are applied one at a
-  time, in the order they take the lock, each exactly once (an event's reply says its position in the
-  user's history);
+  time, each exactly once; events are validated and ordered in a queue first (``_queue``) and applied
+  in queue order, several at once when they arrive together (group commit); an event's reply says its
+  position in the user's history;
 - readers (recommend, predict, stats) hold the shared side of a readers-writer lock; a mutation that
   changes the model in place (one recurrent step per event) holds the exclusive side, so a reader never
   sees a half-applied event;
@@ -129,6 +130,8 @@ class RecommenderService:
             snapshot_dir = self.run_dir / "snapshots"
         self.snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir)
         self._mutation = threading.Lock()
+        self._queue = threading.RLock()  # orders and validates events; guards the queue and the id maps
+        self._pending: list[_Job] = []
         self._rw = ReadWriteLock()
         self.events_applied = 0
         self.users_added = 0
@@ -156,6 +159,7 @@ class RecommenderService:
         np.maximum.at(last, users, h["timestamp"].to_numpy().astype(np.int64))
         self._last_ts = last
         self._clock = int(h["timestamp"].max()) if len(h) else 0
+        self._count = np.array([len(s) for s in self._seen], dtype=np.int64)
         self._users = {self._py(u): i for i, u in enumerate(ds.user_ids)}
         self._items = {self._py(i): j for j, i in enumerate(ds.item_ids)}
         self._int_users = ds.user_ids.dtype.kind in "iu"
@@ -263,8 +267,12 @@ class RecommenderService:
         omitted: one second after the newest interaction the service knows. A ``ts`` older than the
         user's latest interaction is refused (409): a history must stay in time order for a restart
         from a snapshot to rebuild the same state.
+
+        Group commit: the event is validated, ordered and queued under ``_queue``; then whichever request
+        gets ``_mutation`` first applies every queued event in one ``observe`` call (the order of the
+        queue, per user in time order), so concurrent events share one lock hand-off and one refresh.
         """
-        with self._mutation:
+        with self._queue:
             model = self.model
             u = self._index(user, "user", ("body", "user"))
             i = self._index(item, "item", ("body", "item"))
@@ -274,27 +282,55 @@ class RecommenderService:
             if t < self._last_ts[u]:
                 raise RequestError(("body", "ts"), f"ts {t} is older than user {user!r}'s latest interaction "
                                    f"({self._last_ts[u]}): events must arrive in time order", status=409)
-            event = pd.DataFrame({"user": np.array([u], np.int64), "item": np.array([i], np.int64),
-                                  "rating": np.array([r], np.float32), "timestamp": np.array([t], np.int64)})
-            if _steps_in_place(model, u):
+            self._last_ts[u], self._clock = t, max(self._clock, t)
+            self._count[u] += 1
+            ds = model.dataset
+            job = _Job((u, i, r, t), {"user": self._py(ds.user_ids[u]), "item": self._py(ds.item_ids[i]),
+                                      "rating": r, "ts": t, "position": int(self._count[u])})
+            self._pending.append(job)
+        with self._mutation:
+            if not job.done:
+                self._apply_pending()
+        if job.error is not None:
+            raise job.error
+        return job.reply
+
+    def _apply_pending(self) -> None:
+        """Apply every queued event (caller holds ``_mutation``)."""
+        with self._queue:
+            jobs, self._pending = self._pending, []
+        if not jobs:
+            return
+        u, i, r, t = zip(*(j.row for j in jobs))
+        frame = pd.DataFrame({"user": np.array(u, np.int64), "item": np.array(i, np.int64),
+                              "rating": np.array(r, np.float32), "timestamp": np.array(t, np.int64)})
+        model = self.model
+        try:
+            if all(_steps_in_place(model, u) for u in np.unique(frame["user"].to_numpy())):
                 with self._rw.write():
-                    model.observe(event)
-                    self._after_event(u, i, t)
+                    model.observe(frame)
+                    self._after_events(jobs)
             else:
                 new = copy.deepcopy(model)
-                new.observe(event)
+                new.observe(frame)
                 with self._rw.write():
                     self.model = new
-                    self._after_event(u, i, t)
-            ds = self.model.dataset
-            return {"user": self._py(ds.user_ids[u]), "item": self._py(ds.item_ids[i]), "rating": r, "ts": t,
-                    "position": len(self._seen[u])}
+                    self._after_events(jobs)
+        except BaseException as err:  # a bug: the queued events fail, the served model is as before
+            for j in jobs:
+                j.error = err
+            with self._queue, self._rw.write():
+                self._install(self.model)
+            raise
+        finally:
+            for j in jobs:
+                j.done = True
 
-    def _after_event(self, u: int, i: int, t: int) -> None:
-        self._seen[u] = np.append(self._seen[u], i)
-        self._last_ts[u] = max(self._last_ts[u], t)
-        self._clock = max(self._clock, t)
-        self.events_applied += 1
+    def _after_events(self, jobs: list[_Job]) -> None:
+        for j in jobs:
+            u, i = j.row[0], j.row[1]
+            self._seen[u] = np.append(self._seen[u], i)
+        self.events_applied += len(jobs)
 
     def add_user(self, history: list, side: dict | None = None) -> dict:
         """Fold in a new user from ``history`` ``[[item, rating(, ts)], ...]`` and/or ``side`` information
@@ -304,7 +340,8 @@ class RecommenderService:
             raise RequestError(("body",), "give a history of ratings and/or side information for a new user")
         if len(history) > MAX_BATCH:
             raise RequestError(("body", "history"), f"at most {MAX_BATCH} ratings, got {len(history)}")
-        with self._mutation:
+        with self._mutation, self._queue:  # no event is queued meanwhile; queued ones go first
+            self._apply_pending()
             model = self.model
             ds = model.dataset
             rows = []
@@ -383,6 +420,15 @@ class RecommenderService:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             return {"run": str(target), **info}
+
+
+class _Job:
+    """A validated event waiting in the queue: its (user, item, rating, ts) indices and the reply."""
+
+    __slots__ = ("done", "error", "reply", "row")
+
+    def __init__(self, row: tuple, reply: dict):
+        self.row, self.reply, self.done, self.error = row, reply, False, None
 
 
 def _steps_in_place(model: Recommender, user: int) -> bool:
