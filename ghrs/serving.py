@@ -173,14 +173,23 @@ def recommend(
     seen = h[h["user"].isin(idx)].groupby("user")["item"].apply(np.asarray).to_dict()
     rows = []
     for row, (raw, u) in enumerate(zip(users, idx)):
-        s = scores[row].copy()
-        s[seen.get(u, [])] = -np.inf
-        kk = min(k, int(np.isfinite(s).sum()))
-        top = np.argsort(-s, kind="stable")[:kk]
-        for rank, (item, title) in enumerate(zip(top, ds.item_titles(top)), start=1):
-            rows.append({"user": raw, "rank": rank, "item": ds.item_ids[item], "title": title, "score": float(s[item])})
+        top, top_scores = top_items(scores[row], seen.get(u, []), k)
+        for rank, (item, title, score) in enumerate(zip(top, ds.item_titles(top), top_scores), start=1):
+            rows.append({"user": raw, "rank": rank, "item": ds.item_ids[item], "title": title, "score": float(score)})
     return pd.DataFrame(rows, columns=["user", "rank", "item", "title", "score"])
 
+
+def top_items(scores: np.ndarray, seen, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best items of one user: scores (n_items,), ``seen`` item indices left out (or None).
+
+    Returns (item indices, their scores), best first; ties keep the lower index; fewer than ``k`` when
+    fewer items remain.
+    """
+    s = np.array(scores, dtype=np.float64)
+    if seen is not None and len(seen):
+        s[np.asarray(seen, dtype=np.int64)] = -np.inf
+    top = np.argsort(-s, kind="stable")[: min(k, int(np.isfinite(s).sum()))]
+    return top, s[top]
 
 def predict_pairs(
     model: Recommender,
