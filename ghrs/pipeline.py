@@ -71,7 +71,7 @@ def results_table(metrics: dict[str, dict[str, float]]) -> str:
 def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     """Run the whole pipeline; writes ``config.yaml``, ``model.pt``, ``metrics.json`` into ``run_dir``."""
     run_dir = Path(run_dir)
-    distributed.init(cfg.trainer.get("strategy", "single"))
+    distributed.init(cfg.trainer.get("strategy", "single"), cfg.trainer.get("device", "auto"))
     main = distributed.is_main()  # under DDP only rank 0 writes artifacts
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
