@@ -546,12 +546,15 @@ class HybridRecommender(Recommender):
         if not (self.streaming and self._recurrent() and self.stream_state is not None and known.all()):
             return super().observe(interactions)
         enc, dev = self.net.encoder, self._device()
+        # each user's latest timestamp so far (the time-gap feature of its next step)
+        h = self.history
+        last = h[h["user"].isin(interactions["user"].unique())].groupby("user")["timestamp"].max().to_dict()
         self.history = pd.concat([self.history, interactions], ignore_index=True)
         for row in interactions.sort_values("timestamp", kind="stable").itertuples(index=False):
             u = int(row.user)
             state_u = _select(self.stream_state, slice(u, u + 1)) if self.seqs.lengths[u] > 0 else enc.init_state(1)
-            prev = self.history[self.history.user == u]["timestamp"].sort_values().to_numpy()
-            gap = (prev[-1] - prev[-2]) / 86_400.0 if len(prev) > 1 else 0.0
+            gap = (row.timestamp - last[u]) / 86_400.0 if u in last else 0.0
+            last[u] = row.timestamp
             feat = torch.tensor([[row.rating - self.mu, np.log1p(max(gap, 0.0))]], dtype=torch.float32, device=dev)
             new_state, y = enc.step(state_u, torch.tensor([int(row.item) + 1], device=dev), feat)
             _write(self.stream_state, new_state, slice(u, u + 1))  # in place: O(1) per event, whatever the users

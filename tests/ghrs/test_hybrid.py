@@ -118,6 +118,44 @@ def test_streaming_observe_equals_reencoding(data, layer):
     np.testing.assert_array_equal(streamed.final_states[u + 1].numpy(), m.final_states[u + 1].numpy())
 
 
+@pytest.mark.parametrize("layer", ["gru", "mamba", "s4d", "mamba2"])
+def test_streamed_state_equals_reencoding_beyond_max_len(data, layer):
+    """Streaming keeps the whole history (one step per event), so once a history exceeds ``max_len`` the
+    streamed state must equal re-encoding the whole history (what a reloaded model computes from the
+    same interactions), not the last ``max_len`` of it."""
+    ds, s = data
+    m = hybrid(layer, epochs=1, max_len=6).fit(ds, s.train)
+    u = int(s.train["user"].iloc[0])
+    assert int(m.n_history[u]) > 3 * m.max_len  # ~25 training interactions per user
+    t_last = int(m.history["timestamp"].max())
+    seen = set(m.history[m.history.user == u]["item"])
+    new_items = [i for i in range(ds.n_items) if i not in seen][:3]
+    new = pd.DataFrame({"user": [u] * 3, "item": new_items, "rating": [4.0, 2.0, 5.0],
+                        "timestamp": [t_last + k * 86_400 for k in (1, 2, 5)]})
+    streamed = copy.deepcopy(m)
+    streamed.observe(new)  # three recurrent steps
+    reencoded = copy.deepcopy(m)
+    reencoded.set_history(pd.concat([m.history, new], ignore_index=True))  # a fresh encoding
+    np.testing.assert_allclose(streamed.final_states[u].numpy(), reencoded.final_states[u].numpy(), atol=2e-4)
+    for a, b in zip(_tensors(streamed.stream_state), _tensors(reencoded.stream_state)):
+        np.testing.assert_allclose(a[u].numpy(), b[u].numpy(), atol=2e-4)
+    np.testing.assert_allclose(streamed.score(np.array([u])), reencoded.score(np.array([u])), atol=2e-3)
+    # the re-encoding read the whole history, not the last max_len (so the comparison is not vacuous)
+    assert int(reencoded.seqs.lengths[u]) == int(reencoded.n_history[u]) > 3 * m.max_len
+    windowed = copy.deepcopy(m)
+    windowed.streaming = False  # streaming off: every encoding reads the last max_len interactions
+    windowed.set_history(pd.concat([m.history, new], ignore_index=True))
+    assert int(windowed.seqs.lengths[u]) == m.max_len
+
+
+def _tensors(state):
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, (tuple, list)):
+        for part in state:
+            yield from _tensors(part)
+
+
 def test_cold_users_get_finite_predictions_respecting_reveal(data):
     ds, _ = data
     s = ColdUserSplit(0.2, reveal=3, seed=1)(ds)
