@@ -60,3 +60,71 @@ def test_hybrid_two_process_gloo_matches_one_process(tmp_path):
     assert two["world_size"] == 2
     for key in ("rmse", "mae", "hr@10", "ndcg@10"):
         assert two["test"][key] == pytest.approx(one["test"][key], rel=1e-4, abs=1e-6), key
+
+
+# -- the loop, in-process ranks (torch.multiprocessing + gloo) ---------------------------------------
+
+
+def _train_tiny(world: int, n_rows: int, batch_size: int, dropout: float):
+    """A small regression net trained by ``train_loop``; returns (state_dict, losses, first dropout mask)."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(n_rows, 3, generator=gen), torch.randn(n_rows, generator=gen)
+    net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Dropout(dropout), nn.Linear(16, 1))
+    masks = []
+    net[2].register_forward_hook(lambda m, i, o: masks.append((o == 0).clone()) if not masks else None)
+
+    def batches(epoch):
+        perm = torch.randperm(n_rows)
+        for s in range(0, n_rows, batch_size):
+            yield x[perm[s : s + batch_size]], y[perm[s : s + batch_size]]
+
+    def loss_fn(m, batch):
+        bx, by = batch
+        return ((m(bx).squeeze(-1) - by) ** 2).sum(), len(by)
+
+    cfg = TrainerConfig(max_epochs=3, batch_size=batch_size, lr=0.05, grad_clip=1.0, progress=False,
+                        device="cpu", strategy="ddp" if world > 1 else "single")
+    state = train_loop(net, batches, loss_fn, cfg)
+    return net.state_dict(), [h["train_loss"] for h in state.history], masks[0]
+
+
+CASES = {"empty-shard": (41, 8, 0.0), "dropout": (32, 8, 0.5)}  # (rows, global batch, dropout)
+
+
+def _rank(rank, world, init, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        torch.save({name: _train_tiny(world, *case) for name, case in CASES.items()}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Both cases trained by 2 gloo ranks (one spawn: starting processes is the slow part)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_rank, args=(2, tmp / "init", tmp / "rank"), nprocs=2, join=True)
+    return [torch.load(tmp / f"rank.{r}", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one_process_also_with_an_empty_shard(two_ranks):
+    """41 rows in global batches of 8 leave a last batch of one row: rank 1 gets an empty shard there.
+    Losses are sums over the global count, so the ranks' averaged gradients equal the one-process one."""
+    one = _train_tiny(1, *CASES["empty-shard"])
+    for rank in two_ranks:
+        weights, losses, _ = rank["empty-shard"]
+        assert losses == pytest.approx(one[1], rel=1e-5)
+        for k, w in one[0].items():
+            torch.testing.assert_close(weights[k], w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_each_rank_draws_its_own_dropout_stream(two_ranks):
+    mask0, mask1 = (rank["dropout"][2] for rank in two_ranks)
+    assert mask0.shape == mask1.shape == (4, 16)  # the two 4-row shards of the first global batch
+    assert not torch.equal(mask0, mask1)
+    seeds = {forward_stream_seed(0, epoch, rank) for epoch in (1, 2) for rank in (0, 1, 2)}
+    assert len(seeds) == 6  # distinct per rank and per epoch; a resumed epoch re-derives its own

@@ -5,8 +5,8 @@ import torch
 
 from ghrs import training
 from ghrs.data.splits import RandomSplit
-from ghrs.errors import UserError
 from ghrs.data.synthetic import make_synthetic
+from ghrs.errors import UserError
 from ghrs.models import mf
 from ghrs.models.mf import MFRecommender
 from ghrs.training import CHECKPOINT, TrainerConfig
