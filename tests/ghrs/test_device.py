@@ -123,6 +123,21 @@ def test_pipeline_cuda_request_without_cuda(no_cuda, tmp_path):
         run_training(cfg, tmp_path)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch, hydra and PyG
+def test_entry_point_exits_2_with_one_line_without_cuda(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # hides any GPU: torch.cuda.is_available() is False
+    proc = subprocess.run([sys.executable, "-m", "ghrs.train", "dataset=synthetic", "split=random", "model=mf",
+                           "trainer.device=cuda", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: trainer.device=cuda but this machine has no CUDA") and "Traceback" not in proc.stderr
+
+
 # -- placement -------------------------------------------------------------------------------------
 
 
