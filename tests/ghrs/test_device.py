@@ -183,14 +183,6 @@ def strict_placement(monkeypatch):
     return resolved
 
 
-def _leaves(x):
-    if isinstance(x, torch.Tensor):
-        yield x
-    elif isinstance(x, (tuple, list)):
-        for y in x:
-            yield from _leaves(y)
-
-
 @pytest.mark.parametrize("make", [_mf, _lightgcn, partial(_hybrid, "gru"), partial(_hybrid, "mamba"),
                                   partial(_hybrid, "sasrec")], ids=["mf", "lightgcn", "gru", "mamba", "sasrec"])
 def test_tensors_follow_the_resolved_device(strict_placement, data, make):
@@ -204,8 +196,8 @@ def test_tensors_follow_the_resolved_device(strict_placement, data, make):
     assert all(t.device == dev for t in [*net.parameters(), *net.buffers()])
     if isinstance(model, HybridRecommender):
         seqs = model.seqs
-        for t in (seqs.items, seqs.features, model.final_states, model.user_vectors, model.item_vectors,
-                  *_leaves(model.stream_state)):
+        states = [t for t in tree_leaves(model.stream_state) if isinstance(t, torch.Tensor)]
+        for t in (seqs.items, seqs.features, model.final_states, model.user_vectors, model.item_vectors, *states):
             assert t.device == dev
         u = int(s.train["user"].iloc[0])
         observe = _on_meta_default(model.observe) if model._streams() else model.observe  # else: re-encodes
