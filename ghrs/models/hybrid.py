@@ -150,12 +150,13 @@ class HybridNet(nn.Module):
         items = self.item_base()
         if not len(self.graph_layers):
             return None, items
-        x = torch.cat([self.user_base(items), items])
+        x = torch.cat([self.user_base(items), items]).float()
         adj = self._adjacency(self.edge_index if edge_index is None else edge_index)
         out = x
-        for conv in self.graph_layers:
-            x = conv(x, adj)
-            out = out + x
+        with torch.autocast(x.device.type, enabled=False):  # sparse products in fp32 under bf16 autocast
+            for conv in self.graph_layers:
+                x = conv(x, adj)
+                out = out + x
         out = out / (len(self.graph_layers) + 1)
         return out[: self.n_users], out[self.n_users :]
 
@@ -177,11 +178,12 @@ class HybridNet(nn.Module):
         csr = self._cached("csr", lambda: CSRGraph.from_edge_index(self.edge_index.cpu(), self.n_users + self.n_items))
         nodes, m = sample_propagation(csr, seeds.cpu(), fanout, len(self.graph_layers))  # the sampler runs on the CPU
         nodes, m = nodes.to(seeds.device), m.to(seeds.device)
-        x = self.node_inputs(nodes)
+        x = self.node_inputs(nodes).float()
         out = x
-        for _ in self.graph_layers:
-            x = m @ x  # LightGCN's step with the sampled estimator's weights (LGConv(normalize=False))
-            out = out + x
+        with torch.autocast(x.device.type, enabled=False):  # sparse products in fp32 under bf16 autocast
+            for _ in self.graph_layers:
+                x = m @ x  # LightGCN's step with the sampled estimator's weights (LGConv(normalize=False))
+                out = out + x
         out = out / (len(self.graph_layers) + 1)
         pos = torch.searchsorted(nodes[: len(seeds)], seeds)  # unique seeds come first, sorted
         return out[pos[: len(users)]], out[pos[len(users) :]]
