@@ -337,7 +337,7 @@ class HybridRecommender(Recommender):
         base = torch.zeros(seqs.items.shape)
         base[ru, rt] = torch.as_tensor(self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy()))
         seqs, base = seqs.to(dev), base.to(dev)  # the loop moves the net and the batches of users there
-        users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.numpy() >= 2))
+        users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.cpu().numpy() >= 2))
         bs = max(1, self.trainer.batch_size)
 
         def batches(epoch: int):
