@@ -256,14 +256,11 @@ def test_hybrid_mamba_trains_and_serves_on_cuda_through_triton(data, monkeypatch
 
 @cuda
 def test_model_trained_on_cuda_serves_on_cpu(data, tmp_path):
-    from ghrs.pipeline import save_model
-    from ghrs.serving import load_run
+    from ghrs.serving import MODEL_FILE, load_run, save_run_model
 
     ds, s = data
     model = _hybrid("gru", device="cuda").fit(ds, s.train, s.valid)
-    from omegaconf import OmegaConf
-
-    save_model(tmp_path / "model.pt", model, OmegaConf.create({}))
+    save_run_model(tmp_path / MODEL_FILE, model, {})
     loaded, _ = load_run(tmp_path)
     assert loaded._device().type == "cpu"
     users = np.arange(4)
