@@ -3,6 +3,7 @@ also when the last global batch has fewer rows than ranks; each rank draws its o
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -23,10 +24,17 @@ def test_shard_splits_a_global_batch():
     assert [len(p[1]) for p in parts] == [4, 3, 3]
 
 
+def _free_port() -> int:
+    """A port no other process listens on (tests of other checkouts may run torchrun at the same time)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _run(tmp_path, nproc, overrides=("split=random", "split.valid_ratio=0.1", "model=mf", "trainer.batch_size=512"),
          name=""):
     out = tmp_path / f"run{nproc}{name}"
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port", str(29500 + nproc),
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port", str(_free_port()),
            "-m", "ghrs.train", "dataset=synthetic", "trainer.strategy=ddp", "trainer.max_epochs=3", "trainer.progress=false", "trainer.device=cpu",
            f"hydra.run.dir={out}", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
