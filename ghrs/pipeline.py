@@ -86,7 +86,7 @@ def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     One trainer per run dir: the run holds the dir's writer lock (:func:`ghrs.rundir.run_lock`) and tags
     its log lines, its config and its metrics with a fresh run id."""
     run_dir = Path(run_dir)
-    distributed.init(cfg.trainer.get("strategy", "single"))
+    distributed.init(cfg.trainer.get("strategy", "single"), cfg.trainer.get("device", "auto"))
     run_id = new_run_id()
     set_run_id(run_id)
     # under DDP only rank 0 writes artifacts, and locks

@@ -6,6 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from ghrs.errors import user_errors
 from ghrs.paths import config_dir
 from ghrs.pipeline import run_training
 
@@ -13,6 +14,7 @@ CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package dat
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@user_errors
 def main(cfg: DictConfig) -> float | None:
     metrics = run_training(cfg, HydraConfig.get().runtime.output_dir)
     return metrics.get("test", {}).get("rmse")  # the value a Hydra sweeper would minimise
