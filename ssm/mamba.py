@@ -54,9 +54,25 @@ class CausalConv1d(nn.Module):
         self.width = width
         self.conv = nn.Conv1d(channels, channels, width, groups=channels, padding=width - 1, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # symmetric padding of width-1 on both sides; keeping the first `length` outputs makes it causal
-        return self.conv(x)[..., : x.size(-1)]
+    def forward(self, x: torch.Tensor, time_dim: int = -1) -> torch.Tensor:
+        """x with channels on the other axis: (batch, channels, length) by default, or (batch, length,
+        channels) with ``time_dim=1``; returns the same layout."""
+        # a sum of `width` shifted copies: on CPU much cheaper than a grouped nn.Conv1d (whose backward
+        # dominated Mamba's non-scan time) and layout-agnostic, so Mamba can stay channels-last
+        time_dim = time_dim % x.dim()
+        length = x.size(time_dim)
+        pad = [0, 0] * (x.dim() - 1 - time_dim) + [self.width - 1, 0]
+        xp = F.pad(x, pad)
+        shape = [1] * x.dim()
+        shape[3 - time_dim if x.dim() == 3 else -1] = -1  # channel axis of a 3-D input
+        w = self.conv.weight[:, 0]  # (channels, width)
+        y = None
+        for k in range(self.width):  # output t reads inputs t - width + 1 + k
+            term = xp.narrow(time_dim, k, length) * w[:, k].view(shape)
+            y = term if y is None else y + term
+        if self.conv.bias is not None:
+            y = y + self.conv.bias.view(shape)
+        return y
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         w = self.conv.weight
@@ -142,11 +158,13 @@ class Mamba(nn.Module):
         return F.linear(dt, self.dt_proj.weight), B, C
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, length) each
-        x = F.silu(self.conv(x))
-        delta, B, C = (t.transpose(1, 2) for t in self._ssm_inputs(x.transpose(1, 2)))
+        # channels-last throughout; the scan takes (batch, channels, length) views
+        x, z = self.in_proj(x).chunk(2, dim=-1)  # (batch, length, d_inner) each
+        x = F.silu(self.conv(x, time_dim=1))
+        delta, B, C = (t.transpose(1, 2) for t in self._ssm_inputs(x))
+        z = z.transpose(1, 2)
         y = selective_scan(
-            x,
+            x.transpose(1, 2),
             delta,
             -torch.exp(self.A_log),
             B,

@@ -28,19 +28,15 @@ and support autograd. This package must not import ``ghrs``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from ssm.chunked_scan import chunked_scan
 
 __all__ = ["BACKENDS", "selective_scan", "selective_state_update"]
 
 BACKENDS = ("auto", "reference", "chunked", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# chunked backend: size of one block's (batch, dim, d_state, steps) temporaries (~1 MB in fp32, cache-sized;
-# measured best on CPU among 2^14..2^23), and the per-step width above which the plain step loop is faster
-BLOCK_ELEMENTS = 1 << 18
-WIDE_STEP_ELEMENTS = 1 << 16
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -190,97 +186,6 @@ def _scan_reference(
 
 
 # --------------------------------------------------------------------------------------------------------
-# chunked backend
-# --------------------------------------------------------------------------------------------------------
-
-
-def _to_chunks(t: torch.Tensor, nc: int, T: int) -> torch.Tensor:
-    """(..., n) -> (..., nc, T), zero padded at the end."""
-    return F.pad(t, (0, nc * T - t.shape[-1])).unflatten(-1, (nc, T))
-
-
-def _scan_chunked(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    chunk_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked scan, same contract as :func:`_scan_reference`; every step is a vectorised torch op.
-
-    The sequence is cut into chunks of ``T`` steps. With the per-step
-    log decays ``a_t = delta_t * A`` (<= 0 for A <= 0) and inputs ``w_t = delta_t u_t B_t``:
-
-    1. local states of *all* chunks at once, each started from a zero state: ``h_t = exp(a_t) h_{t-1} + w_t``
-       for the T positions of a chunk, every op spanning all chunks (T Python-level steps, not length);
-    2. the states handed over between chunks, sequentially over the chunks:
-       ``x_end(c) = exp(S_last(c)) * x_end(c-1) + h_last(c)``, with ``S`` the log-space cumulative sum of
-       the decays inside the chunk;
-    3. every state ``x_t = h_t + exp(S_t) * x_end(c-1)``.
-
-    All exponents are sums of non-positive terms (no exp of a difference of large cumulative sums), so
-    a large ``delta * |A|`` underflows to 0 and nothing overflows; the arithmetic per step is a small
-    constant, as in the reference.
-
-    Cache blocking: the input is processed in blocks of time steps (state carried across) so that the
-    (batch, dim, d_state, block) temporaries stay cache-sized (``BLOCK_ELEMENTS``); the chunk length is
-    ``chunk_size`` (capped at the block) or ~sqrt(block). When one step alone spans
-    ``WIDE_STEP_ELEMENTS`` or more, Python overhead is negligible and the plain step loop (whose
-    temporaries stay in cache) is the faster CPU schedule, so it is used instead.
-
-    A dense (T x T) decay-matrix formulation (exp of masked differences of cumulative sums) costs T times
-    the arithmetic per step because the decay depends on the state index; it measured 2-90x slower than
-    this on CPU (see NOTES.md).
-    """
-    batch, dim, length = u.shape
-    groups, d_state = B.shape[1], B.shape[2]
-    if batch * dim * d_state >= WIDE_STEP_ELEMENTS:
-        # each step already spans >= 64K elements: the step loop is the faster schedule (see docstring)
-        return _scan_reference(u, delta, A, B, C)
-    per = dim // groups
-    A6 = A.view(1, groups, per, d_state, 1, 1)
-    x = u.new_zeros(batch, groups, per, d_state)
-    block = max(1, BLOCK_ELEMENTS // max(1, batch * dim * d_state))  # time steps per block
-    ys = []
-    for b0 in range(0, length, block):
-        n = min(block, length - b0)
-        T = chunk_size or max(1, math.isqrt(n - 1) + 1)  # ceil(sqrt(n))
-        T = min(T, n)
-        nc = -(-n // T)  # padding to nc * T steps adds zero steps (delta = 0, w = 0) that keep the state
-
-        # (..., n) slices -> (..., nc, T), zero padded at the end
-        dt = _to_chunks(delta[:, :, b0 : b0 + n], nc, T).view(batch, groups, per, 1, nc, T)
-        uu = _to_chunks(u[:, :, b0 : b0 + n], nc, T).view(batch, groups, per, 1, nc, T)
-        Bc = _to_chunks(B[..., b0 : b0 + n], nc, T)[:, :, None]  # (b, G, 1, N, nc, T)
-        Cc = _to_chunks(C[..., b0 : b0 + n], nc, T)[:, :, None]
-        a = dt * A6  # (b, G, p, N, nc, T) log decays
-        decay = torch.exp(a)
-        w = (dt * uu) * Bc
-        # 1. zero-start local states, T steps each covering all chunks
-        h = w[..., 0]
-        local = [h]
-        for t in range(1, T):
-            h = decay[..., t] * h + w[..., t]
-            local.append(h)
-        hl = torch.stack(local, dim=-1)  # (b, G, p, N, nc, T)
-        # 2. states at the chunk ends, sequential over chunks
-        S = a.cumsum(dim=-1)
-        through = torch.exp(S[..., -1])  # decay across a whole chunk (b, G, p, N, nc)
-        starts = []
-        for c in range(nc):
-            starts.append(x)
-            x = through[..., c] * x + hl[..., c, -1]
-        x_start = torch.stack(starts, dim=-1)[..., None]  # (b, G, p, N, nc, 1)
-        # 3. all states, then contract with C over the state index
-        states = hl + torch.exp(S) * x_start
-        y = (states * Cc).sum(dim=3).reshape(batch, dim, nc * T)
-        ys.append(y[..., :n])
-    y = torch.cat(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)
-    return y, x.reshape(batch, dim, d_state)
-
-
-# --------------------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------------------
 
@@ -358,6 +263,8 @@ def selective_scan(
         if t is not None and t.device != u.device:
             raise ValueError(f"{name} must be on the same device as u ({u.device}), got {t.device}")
     mask = _validate_mask(mask, lengths, batch, length, u.device)
+    if mask is not None and not u.is_cuda and bool(mask.all()):
+        mask = None  # every step is real: skip the masking ops (checked on CPU only, where it is free)
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
@@ -385,7 +292,7 @@ def selective_scan(
     if backend == "reference":
         y, last = _scan_reference(*args)
     else:
-        y, last = _scan_chunked(*args, chunk_size=chunk_size)
+        y, last = chunked_scan(*args, chunk_size=chunk_size)
     y = _finish_output(y, uc, D, z, mask).to(u.dtype)
     return (y, last) if return_last_state else y
 

@@ -176,7 +176,8 @@ def test_reference_float32_matches_float64(cfg):
     )
     got32 = run_scan(make_inputs(**cfg), softplus=softplus, backend="reference", mask=mask)
     assert got32[0].dtype == torch.float32 and ref64[0].dtype == torch.float64
-    assert_close_scan(got32, ref64, 1e-5, f"reference fp32 vs fp64 {cfg}")
+    # fp32 rounding of a sum whose terms cancel reaches ~1e-5 of max|y| (hypothesis found one at 1.09e-5)
+    assert_close_scan(got32, ref64, 1e-4, f"reference fp32 vs fp64 {cfg}")
 
 
 def test_chunked_wide_steps_use_the_step_loop():

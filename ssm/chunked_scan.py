@@ -1,0 +1,203 @@
+"""CPU selective scan whose backward recomputes states chunk by chunk (the ``chunked`` backend).
+
+Core recurrence only (bias, softplus, mask, D and the z gate are applied around it by
+:func:`ssm.selective_scan.selective_scan`); per batch element b, channel d and state index n::
+
+    h_t = a_t * h_{t-1} + w_t,   a_t = exp(dt_t[d] * A[d, n]),   w_t = dt_t[d] * u_t[d] * B_t[g(d), n]
+    y_t[d] = sum_n C_t[g(d), n] * h_t[d, n]
+
+Memory: autograd through a step loop keeps several (batch, dim, d_state) tensors per step. Here one
+``torch.autograd.Function`` keeps only its inputs and the state entering each chunk of ``chunk`` steps
+(n_chunks, batch, dim, d_state). The backward visits the chunks last to first, recomputes the chunk's
+decays and states from its checkpoint, runs the adjoint ``g_t = dy_t C_t + a_{t+1} g_{t+1}`` backwards
+through it, and turns (g, states) into every input gradient with a few chunk-wide ops. This is the
+schedule of the fused CUDA kernel of state-spaces/mamba, written with torch ops.
+
+Speed: the work is done on tiles of (chunk steps x a slice of the batch) whose (T, bt, dim, d_state)
+buffers stay in the CPU's L2 cache (``TILE_ELEMENTS``); the buffers are allocated once per call. Per tile,
+everything is a handful of vectorised ops; the only per-step op is one in-place ``addcmul_`` (forward:
+h_t += a_t h_{t-1} on top of the precomputed w_t; backward: g_t += a_{t+1} g_{t+1}). Contractions over
+d_state and over a group's channels are batched matmuls. Inputs are copied once to time-major layout so
+that every tile is a slice. Accumulation is in the inputs' dtype, which the caller makes float32
+(float64 for float64 inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["STEP_ELEMENTS", "TILE_ELEMENTS", "chunked_scan", "tile_shape"]
+
+# one tile buffer (T * bt * dim * d_state values): 2^17 fp32 = 512 KiB, so the 4-5 buffers of the backward
+# stay in a per-core L2 cache; one step of a tile (bt * dim * d_state) is at least 2^14 values where the
+# batch allows, so the per-step op is not dominated by its dispatch cost
+TILE_ELEMENTS = 1 << 17
+STEP_ELEMENTS = 1 << 14
+
+
+def tile_shape(batch: int, dim: int, d_state: int, length: int, chunk: int | None = None) -> tuple[int, int]:
+    """(steps per chunk T, batch elements per tile bt) for a scan of this size (``chunk`` forces T)."""
+    width = max(1, dim * d_state)
+    bt = max(1, min(batch, STEP_ELEMENTS // width))
+    T = chunk or max(1, TILE_ELEMENTS // (bt * width))
+    return max(1, min(length, T)), bt
+
+
+class _Workspace:
+    """Time-major inputs and the per-tile buffers of one forward or backward call.
+
+    Layout puts the state index before the channels, so that sums over it add whole rows of channels:
+    time-major u, dt (L, batch, G, 1, per); B, C (L, batch, G, N, 1); A (G, N, per).
+    Buffers a (decays), h (states) and tmp, each (T, bt, G, N, per).
+    """
+
+    def __init__(self, u, dt, A, B, C, T: int, bt: int):
+        batch, dim, length = u.shape
+        self.G, self.N = B.shape[1], B.shape[2]
+        self.per = dim // self.G
+        self.u = u.permute(2, 0, 1).contiguous().view(length, batch, self.G, 1, self.per)
+        self.dt = dt.permute(2, 0, 1).contiguous().view(length, batch, self.G, 1, self.per)
+        self.B = B.permute(3, 0, 1, 2).contiguous().unsqueeze(-1)
+        self.C = C.permute(3, 0, 1, 2).contiguous().unsqueeze(-1)
+        self.A = A.view(self.G, self.per, self.N).transpose(-1, -2).contiguous()
+        self.T, self.bt = T, bt
+        self.a_buf = u.new_empty(T, bt, self.G, self.N, self.per)
+        self.h_buf = torch.empty_like(self.a_buf)
+        self.tmp_buf = torch.empty_like(self.a_buf)
+
+    def tiles(self, reverse: bool = False):
+        """(c, t0, t1, b0, b1) over batch slices and chunks (last to first if ``reverse``)."""
+        length, batch = self.u.shape[0], self.u.shape[1]
+        n_chunks = -(-length // self.T)
+        chunks = range(n_chunks - 1, -1, -1) if reverse else range(n_chunks)
+        for b0 in range(0, batch, self.bt):
+            for c in chunks:
+                yield c, c * self.T, min(length, (c + 1) * self.T), b0, min(batch, b0 + self.bt)
+
+    def buffers(self, T: int, bt: int):
+        return self.a_buf[:T, :bt], self.h_buf[:T, :bt], self.tmp_buf[:T, :bt]
+
+    def states(self, t0: int, t1: int, b0: int, b1: int, h0: torch.Tensor):
+        """Decays a and states h (T, bt, G, N, per) of steps t0..t1-1 from the entering state h0."""
+        dt, u, B = self.dt[t0:t1, b0:b1], self.u[t0:t1, b0:b1], self.B[t0:t1, b0:b1]
+        a, h, _ = self.buffers(t1 - t0, b1 - b0)
+        torch.mul(dt, self.A, out=a)
+        a.exp_()
+        torch.mul(dt * u, B, out=h)  # inputs w_t; the loop adds the carried state
+        hs, As = h.unbind(0), a.unbind(0)
+        hs[0].addcmul_(As[0], h0)
+        for t in range(1, len(hs)):
+            hs[t].addcmul_(As[t], hs[t - 1])
+        return a, h
+
+
+class _ChunkedScanFn(torch.autograd.Function):
+    """(u, dt, A, B, C, T, bt) -> (y (batch, dim, L), last state (batch, dim, N)).
+
+    u, dt (batch, dim, L), A (dim, N) and B, C (batch, G, N, L) share one float dtype; dt is the effective
+    step (after bias/softplus/mask). Saved for backward: the inputs and the state entering each chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C, T, bt):
+        batch, dim, length = u.shape
+        ws = _Workspace(u, dt, A, B, C, T, bt)
+        G, N, per = ws.G, ws.N, ws.per
+        n_chunks = -(-length // T)
+        y = u.new_empty(length, batch, G, 1, per)  # time-major, returned as a (batch, dim, L) view
+        ckpt = u.new_empty(n_chunks + 1, batch, G, N, per)  # ckpt[c] enters chunk c, [-1] = last
+        ckpt[0] = 0
+        for c, t0, t1, b0, b1 in ws.tiles():
+            _, h = ws.states(t0, t1, b0, b1, ckpt[c, b0:b1])
+            tmp = ws.buffers(t1 - t0, b1 - b0)[2]
+            # y_t = h_t . C_t over the state index
+            torch.sum(torch.mul(h, ws.C[t0:t1, b0:b1], out=tmp), dim=-2, keepdim=True, out=y[t0:t1, b0:b1])
+            ckpt[c + 1, b0:b1] = h[-1]
+        ctx.save_for_backward(u, dt, A, B, C, ckpt)
+        ctx.tile = (T, bt)
+        ctx.set_materialize_grads(False)
+        last = ckpt[-1].transpose(-1, -2).reshape(batch, dim, N)
+        return y.view(length, batch, dim).permute(1, 2, 0), last
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        u, dt, A, B, C, ckpt = ctx.saved_tensors
+        batch, dim, length = u.shape
+        ws = _Workspace(u, dt, A, B, C, *ctx.tile)
+        G, per, N = ws.G, ws.per, ws.N
+        if dy is None:
+            dy = u.new_zeros(())
+        dY = dy.to(u.dtype).expand(batch, dim, length).permute(2, 0, 1).contiguous()
+        dY = dY.view(length, batch, G, 1, per)
+        g_buf = torch.empty_like(ws.a_buf)
+        du = u.new_empty(length, batch, G, 1, per)
+        ddt = u.new_empty(length, batch, G, 1, per)
+        dB = u.new_empty(length, batch, G, N, 1)
+        dC = u.new_empty(length, batch, G, N, 1)
+        dA = u.new_zeros(G, N, per)
+        # carry: the adjoint flowing into the last step of the current chunk from the future
+        carry = u.new_zeros(batch, G, N, per)
+        if dlast is not None:
+            carry.copy_(dlast.reshape(batch, G, per, N).transpose(-1, -2))
+        for c, t0, t1, b0, b1 in ws.tiles(reverse=True):
+            T, sl = t1 - t0, (slice(t0, t1), slice(b0, b1))
+            h0 = ckpt[c, b0:b1]
+            a, h = ws.states(t0, t1, b0, b1, h0)
+            tmp = ws.buffers(T, b1 - b0)[2]
+            dtc, uc, Bc, dyc = ws.dt[sl], ws.u[sl], ws.B[sl], dY[sl]
+            # 1. adjoint g_t = dy_t C_t + a_{t+1} g_{t+1}, backwards through the chunk
+            g = g_buf[:T, : b1 - b0]
+            torch.mul(dyc, ws.C[sl], out=g)
+            g[T - 1] += carry[b0:b1]
+            gs, As = g.unbind(0), a.unbind(0)
+            for t in range(T - 2, -1, -1):
+                gs[t].addcmul_(As[t + 1], gs[t + 1])
+            torch.mul(As[0], gs[0], out=carry[b0:b1])
+            # 2. C (y_t = h_t . C_t) and B (w_t = dt u B), summed over the group's channels
+            torch.sum(torch.mul(h, dyc, out=tmp), dim=-1, keepdim=True, out=dC[sl])
+            dtu = dtc * uc
+            torch.sum(torch.mul(g, dtu, out=tmp), dim=-1, keepdim=True, out=dB[sl])
+            # 3. through w_t: s_t = g_t . B_t over the state index
+            s = torch.mul(g, Bc, out=tmp).sum(-2, keepdim=True)
+            torch.mul(dtc, s, out=du[sl])
+            # 4. through the log decay dt*A: q_t = g_t * a_t * h_{t-1} (h_{-1} = the chunk's checkpoint)
+            q = a.mul_(g)
+            q[1:].mul_(h[:-1])
+            q[0].mul_(h0)
+            dA += torch.mul(q, dtc, out=tmp).sum((0, 1))
+            torch.add(uc * s, torch.mul(q, ws.A, out=tmp).sum(-2, keepdim=True), out=ddt[sl])
+        return (
+            du.view(length, batch, dim).permute(1, 2, 0),
+            ddt.view(length, batch, dim).permute(1, 2, 0),
+            dA.transpose(-1, -2).reshape(dim, N),
+            dB.view(length, batch, G, N).permute(1, 2, 3, 0),
+            dC.view(length, batch, G, N).permute(1, 2, 3, 0),
+            None,
+            None,
+        )
+
+
+def chunked_scan(
+    u: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Core scan with chunk-recompute backward.
+
+    Args:
+        u, dt: (batch, dim, L), dt already biased/softplussed/masked. A: (dim, N).
+        B, C: (batch, G, N, L) with G dividing dim. All in one float dtype (the compute dtype).
+        chunk_size: steps per chunk (checkpoint interval and recompute window); None = :func:`tile_shape`.
+
+    Returns:
+        (sum_n C_t h_t (batch, dim, L), last state (batch, dim, N)), differentiable in every input.
+    """
+    batch, dim, length = u.shape
+    if length == 0:  # nothing to scan; keep the outputs connected to the inputs for autograd
+        anchor = 0 * (u.sum() + dt.sum() + A.sum() + B.sum() + C.sum())
+        return u[..., :0] * 1, u.new_zeros(batch, dim, A.shape[1]) + anchor
+    T, bt = tile_shape(batch, dim, A.shape[1], length, chunk_size)
+    return _ChunkedScanFn.apply(u, dt, A, B, C, T, bt)
