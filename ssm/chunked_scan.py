@@ -25,6 +25,7 @@ that every tile is a slice. Accumulation is in the inputs' dtype, which the call
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["STEP_ELEMENTS", "TILE_ELEMENTS", "chunked_scan", "tile_shape"]
 
@@ -91,87 +92,145 @@ class _Workspace:
         return a, h
 
 
-class _ChunkedScanFn(torch.autograd.Function):
-    """(u, dt, A, B, C, T, bt) -> (y (batch, dim, L), last state (batch, dim, N)).
+def _scan_forward(ws: _Workspace, dtype_like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Core forward over the workspace's tiles -> (y time-major (L, batch, G, 1, per), checkpoints)."""
+    length, batch = ws.u.shape[0], ws.u.shape[1]
+    n_chunks = -(-length // ws.T)
+    y = dtype_like.new_empty(length, batch, ws.G, 1, ws.per)
+    ckpt = dtype_like.new_empty(n_chunks + 1, batch, ws.G, ws.N, ws.per)  # [c] enters chunk c, [-1] = last
+    ckpt[0] = 0
+    for c, t0, t1, b0, b1 in ws.tiles():
+        _, h = ws.states(t0, t1, b0, b1, ckpt[c, b0:b1])
+        tmp = ws.buffers(t1 - t0, b1 - b0)[2]
+        # y_t = h_t . C_t over the state index
+        torch.sum(torch.mul(h, ws.C[t0:t1, b0:b1], out=tmp), dim=-2, keepdim=True, out=y[t0:t1, b0:b1])
+        ckpt[c + 1, b0:b1] = h[-1]
+    return y, ckpt
 
-    u, dt (batch, dim, L), A (dim, N) and B, C (batch, G, N, L) share one float dtype; dt is the effective
-    step (after bias/softplus/mask). Saved for backward: the inputs and the state entering each chunk.
+
+def _scan_backward(ws: _Workspace, ckpt: torch.Tensor, dY: torch.Tensor, dlast: torch.Tensor | None):
+    """Core backward: dY (L, batch, G, 1, per) -> time-major du, ddt, dB, dC and dA (G, N, per)."""
+    length, batch = ws.u.shape[0], ws.u.shape[1]
+    G, per, N = ws.G, ws.per, ws.N
+    g_buf = torch.empty_like(ws.a_buf)
+    du, ddt = torch.empty_like(ws.u), torch.empty_like(ws.u)
+    dB, dC = torch.empty_like(ws.B), torch.empty_like(ws.C)
+    dA = torch.zeros_like(ws.A)
+    # carry: the adjoint flowing into the last step of the current chunk from the future
+    carry = torch.zeros_like(ckpt[0])
+    if dlast is not None:
+        carry.copy_(dlast.reshape(batch, G, per, N).transpose(-1, -2))
+    for c, t0, t1, b0, b1 in ws.tiles(reverse=True):
+        T, sl = t1 - t0, (slice(t0, t1), slice(b0, b1))
+        h0 = ckpt[c, b0:b1]
+        a, h = ws.states(t0, t1, b0, b1, h0)
+        tmp = ws.buffers(T, b1 - b0)[2]
+        dtc, uc, Bc, dyc = ws.dt[sl], ws.u[sl], ws.B[sl], dY[sl]
+        # 1. adjoint g_t = dy_t C_t + a_{t+1} g_{t+1}, backwards through the chunk
+        g = g_buf[:T, : b1 - b0]
+        torch.mul(dyc, ws.C[sl], out=g)
+        g[T - 1] += carry[b0:b1]
+        gs, As = g.unbind(0), a.unbind(0)
+        for t in range(T - 2, -1, -1):
+            gs[t].addcmul_(As[t + 1], gs[t + 1])
+        torch.mul(As[0], gs[0], out=carry[b0:b1])
+        # 2. C (y_t = h_t . C_t) and B (w_t = dt u B), summed over the group's channels
+        torch.sum(torch.mul(h, dyc, out=tmp), dim=-1, keepdim=True, out=dC[sl])
+        torch.sum(torch.mul(g, dtc * uc, out=tmp), dim=-1, keepdim=True, out=dB[sl])
+        # 3. through w_t: s_t = g_t . B_t over the state index
+        s = torch.mul(g, Bc, out=tmp).sum(-2, keepdim=True)
+        torch.mul(dtc, s, out=du[sl])
+        # 4. through the log decay dt*A: q_t = g_t * a_t * h_{t-1} (h_{-1} = the chunk's checkpoint)
+        q = a.mul_(g)
+        q[1:].mul_(h[:-1])
+        q[0].mul_(h0)
+        dA += torch.mul(q, dtc, out=tmp).sum((0, 1))
+        torch.add(uc * s, torch.mul(q, ws.A, out=tmp).sum(-2, keepdim=True), out=ddt[sl])
+    return du, ddt, dB, dC, dA
+
+
+def _batch_major(t: torch.Tensor, batch: int, dim: int) -> torch.Tensor:
+    """Time-major (L, batch, G, 1, per) -> a (batch, dim, L) view."""
+    return t.view(t.shape[0], batch, dim).permute(1, 2, 0)
+
+
+class _ChunkedScanFn(torch.autograd.Function):
+    """Selective scan with the bias, softplus, mask, D skip and z gate fused around the core recurrence.
+
+    forward(u, delta, A, B, C, D, z, delta_bias, mask, softplus, T, bt) -> (y (batch, dim, L), last state
+    (batch, dim, N)). Tensors share one float dtype (mask: bool (batch, L) or None). Saved for backward:
+    u, delta, z, the pre-gate output, B, C and the state entering each chunk, nothing per step.
     """
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, T, bt):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, softplus, T, bt):
         batch, dim, length = u.shape
-        ws = _Workspace(u, dt, A, B, C, T, bt)
-        G, N, per = ws.G, ws.N, ws.per
-        n_chunks = -(-length // T)
-        y = u.new_empty(length, batch, G, 1, per)  # time-major, returned as a (batch, dim, L) view
-        ckpt = u.new_empty(n_chunks + 1, batch, G, N, per)  # ckpt[c] enters chunk c, [-1] = last
-        ckpt[0] = 0
-        for c, t0, t1, b0, b1 in ws.tiles():
-            _, h = ws.states(t0, t1, b0, b1, ckpt[c, b0:b1])
-            tmp = ws.buffers(t1 - t0, b1 - b0)[2]
-            # y_t = h_t . C_t over the state index
-            torch.sum(torch.mul(h, ws.C[t0:t1, b0:b1], out=tmp), dim=-2, keepdim=True, out=y[t0:t1, b0:b1])
-            ckpt[c + 1, b0:b1] = h[-1]
-        ctx.save_for_backward(u, dt, A, B, C, ckpt)
-        ctx.tile = (T, bt)
+        v = delta if delta_bias is None else delta + delta_bias[:, None]
+        dt = F.softplus(v) if softplus else v
+        m = None if mask is None else mask[:, None, :]
+        if m is not None:  # padded steps: dt = 0 keeps the state, u = 0 adds nothing
+            dt = dt.masked_fill(~m, 0)
+        u_in = u if m is None else u.masked_fill(~m, 0)
+        ws = _Workspace(u_in, dt, A, B, C, T, bt)
+        y, ckpt = _scan_forward(ws, u)
+        y = _batch_major(y, batch, dim)
+        if D is not None:
+            y = y + D[:, None] * u_in
+        y_pre = y
+        if z is not None:
+            y = y * F.silu(z)
+        if m is not None:
+            y = y.masked_fill(~m, 0)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, y_pre if z is not None else None, ckpt)
+        ctx.cfg = (softplus, T, bt)
         ctx.set_materialize_grads(False)
-        last = ckpt[-1].transpose(-1, -2).reshape(batch, dim, N)
-        return y.view(length, batch, dim).permute(1, 2, 0), last
+        return y, ckpt[-1].transpose(-1, -2).reshape(batch, dim, ws.N)
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        u, dt, A, B, C, ckpt = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, mask, y_pre, ckpt = ctx.saved_tensors
+        softplus, T, bt = ctx.cfg
         batch, dim, length = u.shape
-        ws = _Workspace(u, dt, A, B, C, *ctx.tile)
-        G, per, N = ws.G, ws.per, ws.N
+        m = None if mask is None else mask[:, None, :]
+        v = delta if delta_bias is None else delta + delta_bias[:, None]
+        dt = F.softplus(v) if softplus else v
+        if m is not None:
+            dt = dt.masked_fill(~m, 0)
+        u_in = u if m is None else u.masked_fill(~m, 0)
         if dy is None:
-            dy = u.new_zeros(())
-        dY = dy.to(u.dtype).expand(batch, dim, length).permute(2, 0, 1).contiguous()
-        dY = dY.view(length, batch, G, 1, per)
-        g_buf = torch.empty_like(ws.a_buf)
-        du = u.new_empty(length, batch, G, 1, per)
-        ddt = u.new_empty(length, batch, G, 1, per)
-        dB = u.new_empty(length, batch, G, N, 1)
-        dC = u.new_empty(length, batch, G, N, 1)
-        dA = u.new_zeros(G, N, per)
-        # carry: the adjoint flowing into the last step of the current chunk from the future
-        carry = u.new_zeros(batch, G, N, per)
-        if dlast is not None:
-            carry.copy_(dlast.reshape(batch, G, per, N).transpose(-1, -2))
-        for c, t0, t1, b0, b1 in ws.tiles(reverse=True):
-            T, sl = t1 - t0, (slice(t0, t1), slice(b0, b1))
-            h0 = ckpt[c, b0:b1]
-            a, h = ws.states(t0, t1, b0, b1, h0)
-            tmp = ws.buffers(T, b1 - b0)[2]
-            dtc, uc, Bc, dyc = ws.dt[sl], ws.u[sl], ws.B[sl], dY[sl]
-            # 1. adjoint g_t = dy_t C_t + a_{t+1} g_{t+1}, backwards through the chunk
-            g = g_buf[:T, : b1 - b0]
-            torch.mul(dyc, ws.C[sl], out=g)
-            g[T - 1] += carry[b0:b1]
-            gs, As = g.unbind(0), a.unbind(0)
-            for t in range(T - 2, -1, -1):
-                gs[t].addcmul_(As[t + 1], gs[t + 1])
-            torch.mul(As[0], gs[0], out=carry[b0:b1])
-            # 2. C (y_t = h_t . C_t) and B (w_t = dt u B), summed over the group's channels
-            torch.sum(torch.mul(h, dyc, out=tmp), dim=-1, keepdim=True, out=dC[sl])
-            dtu = dtc * uc
-            torch.sum(torch.mul(g, dtu, out=tmp), dim=-1, keepdim=True, out=dB[sl])
-            # 3. through w_t: s_t = g_t . B_t over the state index
-            s = torch.mul(g, Bc, out=tmp).sum(-2, keepdim=True)
-            torch.mul(dtc, s, out=du[sl])
-            # 4. through the log decay dt*A: q_t = g_t * a_t * h_{t-1} (h_{-1} = the chunk's checkpoint)
-            q = a.mul_(g)
-            q[1:].mul_(h[:-1])
-            q[0].mul_(h0)
-            dA += torch.mul(q, dtc, out=tmp).sum((0, 1))
-            torch.add(uc * s, torch.mul(q, ws.A, out=tmp).sum(-2, keepdim=True), out=ddt[sl])
+            dy = u.new_zeros(batch, dim, length)
+        elif m is not None:
+            dy = dy.masked_fill(~m, 0)  # padded outputs are constant 0
+        dz = None
+        if z is not None:
+            sig = torch.sigmoid(z)
+            dz = dy * y_pre * sig * (1 + z * (1 - sig))
+            dy = dy * z * sig
+        ws = _Workspace(u_in, dt, A, B, C, T, bt)
+        dY = dy.permute(2, 0, 1).contiguous().view_as(ws.u)
+        du, ddt, dB, dC, dA = _scan_backward(ws, ckpt, dY, dlast)
+        du, ddt = _batch_major(du, batch, dim), _batch_major(ddt, batch, dim)
+        dD = None
+        if D is not None:
+            dD = (dy * u_in).sum((0, 2))
+            du = du + D[:, None] * dy
+        if m is not None:
+            du, ddt = du.masked_fill(~m, 0), ddt.masked_fill(~m, 0)
+        if softplus:
+            # softplus' = sigmoid (F.softplus is the identity above its threshold 20: derivative 1)
+            ddt = torch.where(v > 20, ddt, ddt * torch.sigmoid(v))
+        dbias = ddt.sum((0, 2)) if delta_bias is not None else None
         return (
-            du.view(length, batch, dim).permute(1, 2, 0),
-            ddt.view(length, batch, dim).permute(1, 2, 0),
-            dA.transpose(-1, -2).reshape(dim, N),
-            dB.view(length, batch, G, N).permute(1, 2, 3, 0),
-            dC.view(length, batch, G, N).permute(1, 2, 3, 0),
+            du,
+            ddt,
+            dA.transpose(-1, -2).reshape(dim, ws.N),
+            dB.view(length, batch, ws.G, ws.N).permute(1, 2, 3, 0),
+            dC.view(length, batch, ws.G, ws.N).permute(1, 2, 3, 0),
+            dD,
+            dz,
+            dbias,
+            None,
+            None,
             None,
             None,
         )
@@ -179,25 +238,31 @@ class _ChunkedScanFn(torch.autograd.Function):
 
 def chunked_scan(
     u: torch.Tensor,
-    dt: torch.Tensor,
+    delta: torch.Tensor,
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    mask: torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Core scan with chunk-recompute backward.
+    """Selective scan with chunk-recompute backward (semantics of :func:`ssm.selective_scan`).
 
     Args:
-        u, dt: (batch, dim, L), dt already biased/softplussed/masked. A: (dim, N).
-        B, C: (batch, G, N, L) with G dividing dim. All in one float dtype (the compute dtype).
+        u, delta, z: (batch, dim, L). A: (dim, N). B, C: (batch, G, N, L) with G dividing dim.
+        D, delta_bias: (dim,). mask: (batch, L) bool or None. All float tensors in one dtype (the compute
+        dtype: float32, or float64).
         chunk_size: steps per chunk (checkpoint interval and recompute window); None = :func:`tile_shape`.
 
     Returns:
-        (sum_n C_t h_t (batch, dim, L), last state (batch, dim, N)), differentiable in every input.
+        (y (batch, dim, L), last state (batch, dim, N)), differentiable in every float input.
     """
     batch, dim, length = u.shape
     if length == 0:  # nothing to scan; keep the outputs connected to the inputs for autograd
-        anchor = 0 * (u.sum() + dt.sum() + A.sum() + B.sum() + C.sum())
+        anchor = sum(0 * t.sum() for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None)
         return u[..., :0] * 1, u.new_zeros(batch, dim, A.shape[1]) + anchor
     T, bt = tile_shape(batch, dim, A.shape[1], length, chunk_size)
-    return _ChunkedScanFn.apply(u, dt, A, B, C, T, bt)
+    return _ChunkedScanFn.apply(u, delta, A, B, C, D, z, delta_bias, mask, bool(delta_softplus), T, bt)

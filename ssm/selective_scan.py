@@ -279,20 +279,27 @@ def selective_scan(
         return (y, last) if return_last_state else y
 
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
-    dt = _effective_delta(delta, delta_bias, delta_softplus, mask, dtype)
-    uc = u.to(dtype)
-    if mask is not None:
-        uc = torch.where(mask[:, None, :], uc, torch.zeros((), dtype=dtype, device=u.device))
     # a 3-D B/C is one group; grouped B and C may differ in their number of groups: expand both to the
     # finer grouping (groups always divide dim, and the coarser one divides the finer only if nested)
     Bg, Cg = _as_groups(B).to(dtype), _as_groups(C).to(dtype)
     if gb != gc:
         Bg, Cg = _match_groups(Bg, Cg, dim)
-    args = (uc, dt, A.to(dtype), Bg, Cg)
-    if backend == "reference":
-        y, last = _scan_reference(*args)
-    else:
-        y, last = chunked_scan(*args, chunk_size=chunk_size)
+    if backend == "chunked":
+
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(dtype)
+
+        y, last = chunked_scan(
+            u.to(dtype), delta.to(dtype), A.to(dtype), Bg, Cg, cast(D), cast(z), cast(delta_bias),
+            delta_softplus, mask, chunk_size=chunk_size,
+        )
+        y = y.to(u.dtype)
+        return (y, last) if return_last_state else y
+    dt = _effective_delta(delta, delta_bias, delta_softplus, mask, dtype)
+    uc = u.to(dtype)
+    if mask is not None:
+        uc = torch.where(mask[:, None, :], uc, torch.zeros((), dtype=dtype, device=u.device))
+    y, last = _scan_reference(uc, dt, A.to(dtype), Bg, Cg)
     y = _finish_output(y, uc, D, z, mask).to(u.dtype)
     return (y, last) if return_last_state else y
 
