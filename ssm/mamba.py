@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssm.selective_scan import selective_scan, selective_state_update
+from ssm.selective_scan import selective_scan
+from ssm.state_update import selective_state_update
 
 SCAN_BACKENDS = ("auto", "reference", "chunked", "triton")
 
@@ -189,7 +190,9 @@ class Mamba(nn.Module):
         conv_state, x_t = self.conv.step(conv_state, x_t)
         x_t = F.silu(x_t)
         delta, B, C = self._ssm_inputs(x_t)
-        y_t, ssm_state = selective_state_update(
+        # the caller may keep the old state (streaming selects/merges users' rows): update a copy in place
+        ssm_state = ssm_state.clone()
+        y_t = selective_state_update(
             ssm_state,
             x_t,
             delta,
@@ -197,8 +200,8 @@ class Mamba(nn.Module):
             B,
             C,
             D=self.D,
-            z_t=z_t,
-            delta_bias=self.dt_proj.bias,
-            delta_softplus=True,
+            z=z_t,
+            dt_bias=self.dt_proj.bias,
+            dt_softplus=True,
         )
         return (conv_state, ssm_state), self.out_proj(y_t)

@@ -12,7 +12,8 @@ Shapes (``G`` = number of groups; channel ``d`` reads the B/C of group ``d // (d
 =================  ===============================================================
 ``u, delta, z``    (batch, dim, length)
 ``A``              (dim, d_state), real (usually negative: ``-exp(A_log)``)
-``B, C``           (batch, d_state, length) or grouped (batch, G, d_state, length)
+``B, C``           (batch, d_state, length), grouped (batch, G, d_state, length) or time-invariant
+                   (dim, d_state) (materialised per step by the chunked and triton backends)
 ``D, delta_bias``  (dim,)
 ``mask``           (batch, length) bool, True at real positions (left/right padding)
 ``lengths``        (batch,) int: the first ``lengths[b]`` positions are real (right padding)
@@ -20,10 +21,13 @@ Shapes (``G`` = number of groups; channel ``d`` reads the B/C of group ``d // (d
 ``last_state``     (batch, dim, d_state), float32 (float64 for float64 inputs)
 =================  ===============================================================
 
-Backends: ``reference`` (sequential loop, the ground truth), ``chunked`` (CPU-friendly, parallel inside a
-chunk, sequential across chunks), ``triton`` (:mod:`kernels.selective_scan_triton`) and ``auto`` (triton for
-CUDA tensors, chunked otherwise). All backends accumulate in float32 (float64 when the inputs are float64)
-and support autograd. This package must not import ``ghrs``.
+Backends: ``reference`` (sequential loop under autograd, the ground truth), ``chunked``
+(:mod:`ssm.chunked_scan`: a custom autograd Function that keeps only its inputs and the states at chunk
+boundaries and recomputes each chunk in the backward; the CPU path), ``triton``
+(:mod:`kernels.selective_scan_triton`) and ``auto`` (triton for CUDA tensors, chunked otherwise, at every
+size). All backends accumulate in float32 (float64 when the inputs are float64) and support autograd.
+``selective_scan_fn`` / ``selective_scan_ref`` carry mamba_ssm's names and signatures; the streaming step
+is :mod:`ssm.state_update`. This package must not import ``ghrs``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch.nn.functional as F
 
 from ssm.chunked_scan import chunked_scan
 
-__all__ = ["BACKENDS", "selective_scan", "selective_state_update"]
+__all__ = ["BACKENDS", "selective_scan", "selective_scan_fn", "selective_scan_ref"]
 
 BACKENDS = ("auto", "reference", "chunked", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -59,8 +63,11 @@ def _check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...], desc: str) 
 
 
 def _check_bc(name: str, t: torch.Tensor, batch: int, dim: int, length: int, d_state: int) -> int:
-    """Validate B or C (3-D or grouped 4-D) and return its number of groups."""
+    """Validate B or C (time-invariant 2-D, 3-D or grouped 4-D) and return its number of groups."""
     _check_float(name, t)
+    if t.dim() == 2:  # time-invariant (dim, d_state), as mamba_ssm accepts: one "group" per channel
+        _check_shape(name, t, (dim, d_state), "(dim, d_state)")
+        return dim
     if t.dim() == 3:
         _check_shape(name, t, (batch, d_state, length), "(batch, d_state, length)")
         return 1
@@ -71,7 +78,7 @@ def _check_bc(name: str, t: torch.Tensor, batch: int, dim: int, length: int, d_s
             raise ValueError(f"{name}: dim={dim} must be divisible by the number of groups, got {groups}")
         return groups
     raise ValueError(
-        f"{name} must be (batch, d_state, length) or (batch, groups, d_state, length), got shape "
+        f"{name} must be (dim, d_state), (batch, d_state, length) or (batch, groups, d_state, length), got shape "
         f"{tuple(t.shape)}"
     )
 
@@ -262,6 +269,11 @@ def selective_scan(
     ):
         if t is not None and t.device != u.device:
             raise ValueError(f"{name} must be on the same device as u ({u.device}), got {t.device}")
+    # time-invariant B/C (dim, d_state): a per-channel grouped view (batch, dim, d_state, length), no copy
+    if B.dim() == 2:
+        B = B[None, :, :, None].expand(batch, dim, d_state, length)
+    if C.dim() == 2:
+        C = C[None, :, :, None].expand(batch, dim, d_state, length)
     mask = _validate_mask(mask, lengths, batch, length, u.device)
     if mask is not None and not u.is_cuda and bool(mask.all()):
         mask = None  # every step is real: skip the masking ops (checked on CPU only, where it is free)
@@ -313,61 +325,38 @@ def _match_groups(Bg: torch.Tensor, Cg: torch.Tensor, dim: int) -> tuple[torch.T
     return per_channel(Bg), per_channel(Cg)
 
 
-def selective_state_update(
-    state: torch.Tensor,
-    u_t: torch.Tensor,
-    delta_t: torch.Tensor,
+def selective_scan_fn(
+    u: torch.Tensor,
+    delta: torch.Tensor,
     A: torch.Tensor,
-    B_t: torch.Tensor,
-    C_t: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
     D: torch.Tensor | None = None,
-    z_t: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One recurrent step of the scan, for streaming inference.
+    return_last_state: bool = False,
+):
+    """mamba_ssm's ``selective_scan_fn`` signature on :func:`selective_scan` with ``backend="auto"``.
 
-    Args:
-        state: (batch, dim, d_state), the state after the previous step (zeros before the first).
-        u_t, delta_t, z_t: (batch, dim). A: (dim, d_state). B_t, C_t: (batch, d_state) or
-            (batch, groups, d_state). D, delta_bias: (dim,).
-
-    Returns:
-        (y_t (batch, dim) in ``u_t.dtype``, new_state (batch, dim, d_state) in the state's dtype, at least
-        float32). The input state is not modified. Running this over t reproduces :func:`selective_scan`.
+    Unlike mamba_ssm, a gradient through ``last_state`` is propagated.
     """
-    for name, t in (("state", state), ("u_t", u_t), ("delta_t", delta_t), ("A", A)):
-        _check_float(name, t)
-    if state.dim() != 3:
-        raise ValueError(f"state must be (batch, dim, d_state), got shape {tuple(state.shape)}")
-    batch, dim, d_state = state.shape
-    for name, t in (("u_t", u_t), ("delta_t", delta_t), ("z_t", z_t)):
-        if t is not None:
-            _check_float(name, t)
-            _check_shape(name, t, (batch, dim), "(batch, dim)")
-    _check_shape("A", A, (dim, d_state), "(dim, d_state)")
-    for name, t in (("D", D), ("delta_bias", delta_bias)):
-        if t is not None:
-            _check_float(name, t)
-            _check_shape(name, t, (dim,), "(dim,)")
-    # B_t/C_t reuse the full-scan checks with a length-1 time axis
-    _check_bc("B_t", B_t.unsqueeze(-1), batch, dim, 1, d_state)
-    _check_bc("C_t", C_t.unsqueeze(-1), batch, dim, 1, d_state)
+    return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
-    dtype = _compute_dtype(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
-    dt = _effective_delta(delta_t[..., None], delta_bias, delta_softplus, None, dtype)[..., 0]  # (b, dim)
-    u = u_t.to(dtype)
 
-    def per_channel(t: torch.Tensor) -> torch.Tensor:  # (b, N) or (b, G, N) -> (b, dim, N)
-        t = t.to(dtype)
-        return t[:, None, :] if t.dim() == 2 else t.repeat_interleave(dim // t.shape[1], dim=1)
-
-    new_state = torch.exp(dt[..., None] * A.to(dtype)) * state.to(dtype) + (dt * u)[..., None] * per_channel(
-        B_t
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+):
+    """mamba_ssm's ``selective_scan_ref`` signature on the sequential ``reference`` backend."""
+    return selective_scan(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend="reference"
     )
-    y = (new_state * per_channel(C_t)).sum(-1)
-    if D is not None:
-        y = y + D.to(dtype) * u
-    if z_t is not None:
-        y = y * F.silu(z_t.to(dtype))
-    return y.to(u_t.dtype), new_state

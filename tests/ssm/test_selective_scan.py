@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssm import selective_scan, selective_state_update
+from ssm import selective_scan, selective_state_step, selective_state_update
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -244,7 +244,7 @@ def test_state_update_equals_scan(groups, options):
     ys = []
     for t in range(length):
         before = state.clone()
-        y_t, new_state = selective_state_update(
+        y_t, new_state = selective_state_step(
             state,
             inputs["u"][..., t],
             inputs["delta"][..., t],
@@ -266,7 +266,7 @@ def test_state_update_equals_scan(groups, options):
 
 def test_state_update_bf16_inputs():
     inputs = make_inputs(1, 4, 1, 3, None, dtype=torch.bfloat16)
-    y, state = selective_state_update(
+    y, state = selective_state_step(
         torch.zeros(1, 4, 3),
         inputs["u"][..., 0],
         inputs["delta"][..., 0],
@@ -429,8 +429,8 @@ def test_invalid_inputs_raise_value_error_naming_the_argument(change, name):
 
 
 def test_state_update_validation():
-    with pytest.raises(ValueError, match="B_t"):
-        selective_state_update(
+    with pytest.raises(ValueError, match="B"):
+        selective_state_step(
             torch.zeros(2, 4, 3),
             torch.randn(2, 4),
             torch.rand(2, 4),
@@ -438,8 +438,8 @@ def test_state_update_validation():
             torch.randn(2, 5),
             torch.randn(2, 3),
         )
-    with pytest.raises(ValueError, match="u_t"):
-        selective_state_update(
+    with pytest.raises(ValueError, match="x"):
+        selective_state_step(
             torch.zeros(2, 4, 3),
             torch.randn(2, 5),
             torch.rand(2, 4),
