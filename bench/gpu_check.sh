@@ -58,6 +58,7 @@ if [ "$DRY" = "1" ]; then
     run encoders 300 python bench/bench_encoders.py --device cpu --threads 1 --layers mamba sasrec \
         --lengths 8 --batch 4 --steps 1 --warmup 1 --json "$WORK/encoders.json"
     TRAIN_ARGS=(dataset=synthetic trainer.device=cpu trainer.max_epochs=1)
+    TRAIN_LIMIT=900  # CPU: the hybrid's set-up and one Mamba epoch on a shared 2-core VM
 else
     run kernel_tests 180 python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit.xml" \
         tests/kernels tests/ssm/test_selective_scan.py tests/ssm/test_mamba_ssm_compat.py
@@ -67,8 +68,9 @@ else
     run encoders 60 python bench/bench_encoders.py --device cuda --layers mamba sasrec --lengths 200 \
         --steps 5 --warmup 2 --json "$WORK/encoders.json"
     TRAIN_ARGS=(trainer.device=cuda trainer.max_epochs=3)
+    TRAIN_LIMIT=140
 fi
-run train 140 python -m ghrs.train +experiment=topk encoder=mamba "${TRAIN_ARGS[@]}" \
+run train "$TRAIN_LIMIT" python -m ghrs.train +experiment=topk encoder=mamba "${TRAIN_ARGS[@]}" \
     hydra.run.dir="$WORK/train_run"
 
 python - "$WORK" "$JSON_OUT" "$DRY" <<'PY'
