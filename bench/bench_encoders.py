@@ -123,7 +123,9 @@ def main() -> None:
     parser.add_argument("--scan-chunk-size", type=int, default=None, help="selective-scan chunk_size (mamba)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
-    parser.add_argument("--json", default=None, help="also write the results (and the set-up) to this JSON file")
+    parser.add_argument(
+        "--json", default=None, help="also write the results (and the set-up) to this JSON file"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("LAYER", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -157,8 +159,11 @@ def main() -> None:
             results.append(result)
     if args.json:
         setup = {k: v for k, v in vars(args).items() if k not in ("json", "worker")}
-        setup.update(torch=torch.__version__, threads=torch.get_num_threads(),
-                     gpu=torch.cuda.get_device_name() if args.device.startswith("cuda") else None)
+        setup.update(
+            torch=torch.__version__,
+            threads=torch.get_num_threads(),
+            gpu=torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        )
         Path(args.json).write_text(json.dumps({"setup": setup, "results": results}, indent=1))
 
 

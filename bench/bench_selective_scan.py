@@ -166,8 +166,11 @@ def main(argv=None) -> None:
                 ref_f, ref_b = t_f, (t_b if not args.no_backward else None)
     if args.json:
         setup = {k: v for k, v in vars(args).items() if k != "json"}
-        setup.update(torch=torch.__version__, threads=torch.get_num_threads(),
-                     gpu=torch.cuda.get_device_name() if device == "cuda" else None)
+        setup.update(
+            torch=torch.__version__,
+            threads=torch.get_num_threads(),
+            gpu=torch.cuda.get_device_name() if device == "cuda" else None,
+        )
         Path(args.json).write_text(json.dumps({"setup": setup, "rows": rows}, indent=1))
 
 

@@ -110,7 +110,7 @@ def _scan_forward(ws: _Workspace, dtype_like: torch.Tensor) -> tuple[torch.Tenso
 
 def _scan_backward(ws: _Workspace, ckpt: torch.Tensor, dY: torch.Tensor, dlast: torch.Tensor | None):
     """Core backward: dY (L, batch, G, 1, per) -> time-major du, ddt, dB, dC and dA (G, N, per)."""
-    length, batch = ws.u.shape[0], ws.u.shape[1]
+    batch = ws.u.shape[1]
     G, per, N = ws.G, ws.per, ws.N
     g_buf = torch.empty_like(ws.a_buf)
     du, ddt = torch.empty_like(ws.u), torch.empty_like(ws.u)
@@ -164,7 +164,7 @@ class _ChunkedScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, softplus, T, bt):
-        batch, dim, length = u.shape
+        batch, dim, _ = u.shape
         v = delta if delta_bias is None else delta + delta_bias[:, None]
         dt = F.softplus(v) if softplus else v
         m = None if mask is None else mask[:, None, :]
@@ -181,7 +181,9 @@ class _ChunkedScanFn(torch.autograd.Function):
             y = y * F.silu(z)
         if m is not None:
             y = y.masked_fill(~m, 0)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, y_pre if z is not None else None, ckpt)
+        ctx.save_for_backward(
+            u, delta, A, B, C, D, z, delta_bias, mask, y_pre if z is not None else None, ckpt
+        )
         ctx.cfg = (softplus, T, bt)
         ctx.set_materialize_grads(False)
         return y, ckpt[-1].transpose(-1, -2).reshape(batch, dim, ws.N)

@@ -302,8 +302,17 @@ def selective_scan(
             return None if t is None else t.to(dtype)
 
         y, last = chunked_scan(
-            u.to(dtype), delta.to(dtype), A.to(dtype), Bg, Cg, cast(D), cast(z), cast(delta_bias),
-            delta_softplus, mask, chunk_size=chunk_size,
+            u.to(dtype),
+            delta.to(dtype),
+            A.to(dtype),
+            Bg,
+            Cg,
+            cast(D),
+            cast(z),
+            cast(delta_bias),
+            delta_softplus,
+            mask,
+            chunk_size=chunk_size,
         )
         y = y.to(u.dtype)
         return (y, last) if return_last_state else y

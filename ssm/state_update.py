@@ -103,12 +103,23 @@ def _heads_layout(state, x, dt, A, B, C, D, z, dt_bias):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
     if B.dim() != 3 or B.shape[0] != batch or B.shape[2] != dstate:
-        raise ValueError(f"B must be (batch, ngroups, dstate) with batch={batch}, dstate={dstate}, got {tuple(B.shape)}")
+        raise ValueError(
+            f"B must be (batch, ngroups, dstate) with batch={batch}, dstate={dstate}, got {tuple(B.shape)}"
+        )
     if tuple(C.shape) != tuple(B.shape):
         raise ValueError(f"C must have B's shape {tuple(B.shape)}, got {tuple(C.shape)}")
     if heads % B.shape[1] != 0:
         raise ValueError(f"nheads={heads} must be divisible by ngroups={B.shape[1]}")
-    for name, t in (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("dt_bias", dt_bias)):
+    for name, t in (
+        ("x", x),
+        ("dt", dt),
+        ("A", A),
+        ("B", B),
+        ("C", C),
+        ("D", D),
+        ("z", z),
+        ("dt_bias", dt_bias),
+    ):
         if t is not None and t.device != state.device:
             raise ValueError(f"{name} must be on the state's device ({state.device}), got {t.device}")
     return state4, x, dt, A, B, C, D, z, dt_bias, single

@@ -91,7 +91,9 @@ def test_auto_dispatches_to_triton_on_cuda(monkeypatch):
 
     calls = []
     real = k.selective_state_update_triton
-    monkeypatch.setattr(k, "selective_state_update_triton", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(
+        k, "selective_state_update_triton", lambda *a, **kw: calls.append(1) or real(*a, **kw)
+    )
     kw = state_update_inputs("single", 2, 1, 8, 4, 1, dict.fromkeys(("D", "z", "bias", "softplus"), True), 0)
     run(kw, "auto", device="cuda")
     assert calls, "auto must use the Triton kernel for CUDA tensors without autograd"

@@ -18,8 +18,9 @@ from ssm import selective_scan_fn, selective_scan_ref, selective_state_step, sel
 from tests.ssm.test_selective_scan import rel_err
 
 
-def mamba_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                             return_last_state=False):
+def mamba_selective_scan_ref(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False
+):
     dtype_in = u.dtype
     u = u.float()
     delta = delta.float()
@@ -86,7 +87,7 @@ def mamba_selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_b
         z = z.unsqueeze(1)
     if dt_bias is not None and dt_bias.dim() == 1:
         dt_bias = dt_bias.unsqueeze(0)
-    batch, nheads, dim, dstate = state.shape
+    _, nheads, _, _ = state.shape
     ngroups = B.shape[1]
     if dt_bias is not None:
         dt = dt + dt_bias
@@ -118,19 +119,25 @@ def mamba_selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_b
     d_state=st.integers(1, 5),
     b_kind=st.sampled_from(["invariant", "variable", "grouped"]),
     c_kind=st.sampled_from(["invariant", "variable", "grouped"]),
-    opts=st.fixed_dictionaries({"D": st.booleans(), "z": st.booleans(), "bias": st.booleans(),
-                                "softplus": st.booleans()}),
+    opts=st.fixed_dictionaries(
+        {"D": st.booleans(), "z": st.booleans(), "bias": st.booleans(), "softplus": st.booleans()}
+    ),
     seed=st.integers(0, 2**16),
 )
-def test_selective_scan_fn_matches_mamba_ssm_reference(batch, dim, length, d_state, b_kind, c_kind, opts, seed):
+def test_selective_scan_fn_matches_mamba_ssm_reference(
+    batch, dim, length, d_state, b_kind, c_kind, opts, seed
+):
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape):
         return torch.randn(*shape, generator=g)
 
     def bc(kind):
-        return {"invariant": r(dim, d_state), "variable": r(batch, d_state, length),
-                "grouped": r(batch, 2, d_state, length)}[kind]
+        return {
+            "invariant": r(dim, d_state),
+            "variable": r(batch, d_state, length),
+            "grouped": r(batch, 2, d_state, length),
+        }[kind]
 
     u, delta = r(batch, dim, length), 0.5 * r(batch, dim, length)
     if not opts["softplus"]:
@@ -144,17 +151,22 @@ def test_selective_scan_fn_matches_mamba_ssm_reference(batch, dim, length, d_sta
     for fn in (selective_scan_fn, selective_scan_ref):  # positional, as mamba_ssm callers write it
         out, last = fn(u, delta, A, B, C, D, z, delta_bias, opts["softplus"], True)
         assert rel_err(out, ref) < 1e-5 and rel_err(last, ref_last) < 1e-5
-    out = selective_scan_fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                            delta_softplus=opts["softplus"])  # keywords, no last state
+    out = selective_scan_fn(
+        u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=opts["softplus"]
+    )  # keywords, no last state
     assert rel_err(out, ref) < 1e-5
 
 
 def test_selective_scan_fn_time_invariant_gradients():
     g = torch.Generator().manual_seed(0)
     batch, dim, length, d_state = 2, 4, 9, 3
-    leaves = [torch.randn(batch, dim, length, generator=g), torch.rand(batch, dim, length, generator=g),
-              -torch.rand(dim, d_state, generator=g) - 0.1, torch.randn(dim, d_state, generator=g),
-              torch.randn(batch, d_state, length, generator=g)]
+    leaves = [
+        torch.randn(batch, dim, length, generator=g),
+        torch.rand(batch, dim, length, generator=g),
+        -torch.rand(dim, d_state, generator=g) - 0.1,
+        torch.randn(dim, d_state, generator=g),
+        torch.randn(batch, d_state, length, generator=g),
+    ]
 
     def grads(fn):
         xs = [t.clone().requires_grad_() for t in leaves]
@@ -214,9 +226,14 @@ def test_state_update_matches_mamba_ssm_reference(layout, batch, nheads_groups, 
     nheads, ngroups = nheads_groups
     kw = state_update_inputs(layout, batch, nheads, dim, dstate, ngroups, opts, seed)
     ref_state = kw["state"].clone()
-    ref_out = mamba_selective_state_update_ref(ref_state, *[kw[k] for k in ("x", "dt", "A", "B", "C")],
-                                               D=kw["D"], z=kw["z"], dt_bias=kw["dt_bias"],
-                                               dt_softplus=kw["dt_softplus"])
+    ref_out = mamba_selective_state_update_ref(
+        ref_state,
+        *[kw[k] for k in ("x", "dt", "A", "B", "C")],
+        D=kw["D"],
+        z=kw["z"],
+        dt_bias=kw["dt_bias"],
+        dt_softplus=kw["dt_softplus"],
+    )
     state = kw.pop("state")
     out = selective_state_update(state, **kw)  # mamba_ssm's keyword names; state updated in place
     assert out.shape == ref_out.shape and out.dtype == ref_out.dtype
@@ -232,8 +249,14 @@ def test_state_batch_indices_and_padding(layout):
     idx = torch.tensor([4, -1, 0])  # row 1 is padding
     expect = pool.clone()
     ref_rows = expect[idx.clamp(min=0)].clone()
-    ref_out = mamba_selective_state_update_ref(ref_rows, *[kw[k] for k in ("x", "dt", "A", "B", "C")],
-                                               D=kw["D"], z=kw["z"], dt_bias=kw["dt_bias"], dt_softplus=True)
+    ref_out = mamba_selective_state_update_ref(
+        ref_rows,
+        *[kw[k] for k in ("x", "dt", "A", "B", "C")],
+        D=kw["D"],
+        z=kw["z"],
+        dt_bias=kw["dt_bias"],
+        dt_softplus=True,
+    )
     expect[4], expect[0] = ref_rows[0], ref_rows[2]
     kw.pop("state")
     out = selective_state_update(pool, **kw, state_batch_indices=idx)
@@ -247,9 +270,14 @@ def test_state_update_keeps_state_dtype_and_accumulates_in_float32():
     kw = state_update_inputs("heads", 2, 2, 4, 3, 1, opts, seed=2, dtype=torch.bfloat16)
     state = kw.pop("state")
     ref_state = state.float()
-    ref = mamba_selective_state_update_ref(ref_state, *[kw[k].float() for k in ("x", "dt", "A", "B", "C")],
-                                           D=kw["D"].float(), z=kw["z"].float(),
-                                           dt_bias=kw["dt_bias"].float(), dt_softplus=True)
+    ref = mamba_selective_state_update_ref(
+        ref_state,
+        *[kw[k].float() for k in ("x", "dt", "A", "B", "C")],
+        D=kw["D"].float(),
+        z=kw["z"].float(),
+        dt_bias=kw["dt_bias"].float(),
+        dt_softplus=True,
+    )
     out = selective_state_update(state, **kw)
     assert out.dtype == torch.bfloat16 and state.dtype == torch.bfloat16
     assert rel_err(out.float(), ref) < 1e-2 and rel_err(state.float(), ref_state) < 1e-2
@@ -260,8 +288,9 @@ def test_state_step_is_functional_and_differentiable():
     kw = state_update_inputs("single", 2, 1, 4, 3, 1, opts, seed=3)
     state = kw.pop("state").requires_grad_()
     before = state.detach().clone()
-    y, new = selective_state_step(state, kw["x"], kw["dt"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"],
-                                  kw["dt_bias"], True)
+    y, new = selective_state_step(
+        state, kw["x"], kw["dt"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"], kw["dt_bias"], True
+    )
     assert torch.equal(state.detach(), before)
     (y.sum() + new.sum()).backward()
     assert state.grad is not None and torch.isfinite(state.grad).all()
@@ -272,7 +301,10 @@ def test_state_step_is_functional_and_differentiable():
     [
         (lambda kw: kw.update(x=kw["x"][:, :-1]), "x"),
         (lambda kw: kw.update(A=kw["A"][:-1]), "A"),
-        (lambda kw: kw.update(B=torch.randn(2, 3, 3), C=torch.randn(2, 3, 3)), "ngroups"),  # 2 heads, 3 groups
+        (
+            lambda kw: kw.update(B=torch.randn(2, 3, 3), C=torch.randn(2, 3, 3)),
+            "ngroups",
+        ),  # 2 heads, 3 groups
         (lambda kw: kw.update(C=kw["C"][..., :-1]), "C"),
         (lambda kw: kw.update(D=torch.randn(4)), "D"),
         (lambda kw: kw.update(state_batch_indices=torch.tensor([0.0, 1.0])), "state_batch_indices"),

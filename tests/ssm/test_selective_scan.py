@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssm import selective_scan, selective_state_step, selective_state_update
+from ssm import selective_scan, selective_state_step
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -221,8 +221,10 @@ def test_chunked_saves_no_per_step_states(length):
     """Autograd keeps O(batch * dim * length) values (inputs, chunk checkpoints), not the per-step states
     (batch * dim * d_state * length) that the reference loop keeps."""
     batch, dim, d_state = 2, 16, 16
-    inputs = {k: (v.requires_grad_() if v is not None else None)
-              for k, v in make_inputs(batch, dim, length, d_state, None, seed=1).items()}
+    inputs = {
+        k: (v.requires_grad_() if v is not None else None)
+        for k, v in make_inputs(batch, dim, length, d_state, None, seed=1).items()
+    }
     per_step_states = batch * dim * d_state * length
 
     def saved_elements(backend):
