@@ -48,7 +48,7 @@ class _Workspace:
     """Time-major inputs and the per-tile buffers of one forward or backward call.
 
     Layout puts the state index before the channels, so that sums over it add whole rows of channels:
-    time-major u, dt (L, batch, G, 1, per); B, C (L, batch, G, N, 1); A (G, N, per).
+    time-major u, dt, dt*u (L, batch, G, 1, per); B, C (L, batch, G, N, 1); A (G, N, per).
     Buffers a (decays), h (states) and tmp, each (T, bt, G, N, per).
     """
 
@@ -60,6 +60,7 @@ class _Workspace:
         self.dt = dt.permute(2, 0, 1).contiguous().view(length, batch, self.G, 1, self.per)
         self.B = B.permute(3, 0, 1, 2).contiguous().unsqueeze(-1)
         self.C = C.permute(3, 0, 1, 2).contiguous().unsqueeze(-1)
+        self.dtu = self.dt * self.u  # input weight of every step, (L, batch, G, 1, per)
         self.A = A.view(self.G, self.per, self.N).transpose(-1, -2).contiguous()
         self.T, self.bt = T, bt
         self.a_buf = u.new_empty(T, bt, self.G, self.N, self.per)
@@ -80,11 +81,11 @@ class _Workspace:
 
     def states(self, t0: int, t1: int, b0: int, b1: int, h0: torch.Tensor):
         """Decays a and states h (T, bt, G, N, per) of steps t0..t1-1 from the entering state h0."""
-        dt, u, B = self.dt[t0:t1, b0:b1], self.u[t0:t1, b0:b1], self.B[t0:t1, b0:b1]
+        sl = (slice(t0, t1), slice(b0, b1))
         a, h, _ = self.buffers(t1 - t0, b1 - b0)
-        torch.mul(dt, self.A, out=a)
+        torch.mul(self.dt[sl], self.A, out=a)
         a.exp_()
-        torch.mul(dt * u, B, out=h)  # inputs w_t; the loop adds the carried state
+        torch.mul(self.dtu[sl], self.B[sl], out=h)  # inputs w_t; the loop adds the carried state
         hs, As = h.unbind(0), a.unbind(0)
         hs[0].addcmul_(As[0], h0)
         for t in range(1, len(hs)):
@@ -136,7 +137,7 @@ def _scan_backward(ws: _Workspace, ckpt: torch.Tensor, dY: torch.Tensor, dlast: 
         torch.mul(As[0], gs[0], out=carry[b0:b1])
         # 2. C (y_t = h_t . C_t) and B (w_t = dt u B), summed over the group's channels
         torch.sum(torch.mul(h, dyc, out=tmp), dim=-1, keepdim=True, out=dC[sl])
-        torch.sum(torch.mul(g, dtc * uc, out=tmp), dim=-1, keepdim=True, out=dB[sl])
+        torch.sum(torch.mul(g, ws.dtu[sl], out=tmp), dim=-1, keepdim=True, out=dB[sl])
         # 3. through w_t: s_t = g_t . B_t over the state index
         s = torch.mul(g, Bc, out=tmp).sum(-2, keepdim=True)
         torch.mul(dtc, s, out=du[sl])
@@ -172,21 +173,24 @@ class _ChunkedScanFn(torch.autograd.Function):
             dt = dt.masked_fill(~m, 0)
         u_in = u if m is None else u.masked_fill(~m, 0)
         ws = _Workspace(u_in, dt, A, B, C, T, bt)
+        del dt
         y, ckpt = _scan_forward(ws, u)
-        y = _batch_major(y, batch, dim)
+        N = ws.N
+        del ws  # the time-major copies
+        y = _batch_major(y, batch, dim)  # a view of the time-major result; updated in place below
         if D is not None:
-            y = y + D[:, None] * u_in
+            y.addcmul_(u_in, D[:, None])
         y_pre = y
         if z is not None:
             y = y * F.silu(z)
         if m is not None:
-            y = y.masked_fill(~m, 0)
+            y.masked_fill_(~m, 0)  # (when z is None y_pre is not saved, so this may overwrite it)
         ctx.save_for_backward(
             u, delta, A, B, C, D, z, delta_bias, mask, y_pre if z is not None else None, ckpt
         )
         ctx.cfg = (softplus, T, bt)
         ctx.set_materialize_grads(False)
-        return y, ckpt[-1].transpose(-1, -2).reshape(batch, dim, ws.N)
+        return y, ckpt[-1].transpose(-1, -2).reshape(batch, dim, N)
 
     @staticmethod
     def backward(ctx, dy, dlast):
@@ -204,30 +208,36 @@ class _ChunkedScanFn(torch.autograd.Function):
         elif m is not None:
             dy = dy.masked_fill(~m, 0)  # padded outputs are constant 0
         dz = None
-        if z is not None:
+        if z is not None:  # y = y_pre * z * sigmoid(z)
             sig = torch.sigmoid(z)
-            dz = dy * y_pre * sig * (1 + z * (1 - sig))
-            dy = dy * z * sig
+            dz = (dy * y_pre).mul_(sig).mul_(torch.addcmul(torch.ones_like(z), z, 1 - sig))
+            dy = (dy * z).mul_(sig)
+            del sig
         ws = _Workspace(u_in, dt, A, B, C, T, bt)
+        del dt
+        G, N = ws.G, ws.N
         dY = dy.permute(2, 0, 1).contiguous().view_as(ws.u)
         du, ddt, dB, dC, dA = _scan_backward(ws, ckpt, dY, dlast)
-        du, ddt = _batch_major(du, batch, dim), _batch_major(ddt, batch, dim)
+        del ws, dY
+        du, ddt = _batch_major(du, batch, dim), _batch_major(ddt, batch, dim)  # views, updated in place
         dD = None
         if D is not None:
             dD = (dy * u_in).sum((0, 2))
-            du = du + D[:, None] * dy
+            du.addcmul_(dy, D[:, None])
         if m is not None:
-            du, ddt = du.masked_fill(~m, 0), ddt.masked_fill(~m, 0)
+            du.masked_fill_(~m, 0)
+            ddt.masked_fill_(~m, 0)
         if softplus:
             # softplus' = sigmoid (F.softplus is the identity above its threshold 20: derivative 1)
-            ddt = torch.where(v > 20, ddt, ddt * torch.sigmoid(v))
+            slope = torch.sigmoid(v).masked_fill_(v > 20, 1)
+            ddt.mul_(slope)
         dbias = ddt.sum((0, 2)) if delta_bias is not None else None
         return (
             du,
             ddt,
-            dA.transpose(-1, -2).reshape(dim, ws.N),
-            dB.view(length, batch, ws.G, ws.N).permute(1, 2, 3, 0),
-            dC.view(length, batch, ws.G, ws.N).permute(1, 2, 3, 0),
+            dA.transpose(-1, -2).reshape(dim, N),
+            dB.view(length, batch, G, N).permute(1, 2, 3, 0),
+            dC.view(length, batch, G, N).permute(1, 2, 3, 0),
             dD,
             dz,
             dbias,
