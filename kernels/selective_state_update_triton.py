@@ -18,16 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.selective_scan_triton import _softplus  # log1p(exp) with threshold 20, shared
+
 __all__ = ["selective_state_update_triton"]
-
-
-@triton.jit
-def _softplus(v):
-    # log1p(exp(v)) accurate for tiny exp(v) (Goldberg); identity above 20, as torch and mamba_ssm
-    e = tl.exp(tl.minimum(v, 20.0))
-    w = 1.0 + e
-    lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
-    return tl.where(v > 20.0, v, lp)
 
 
 @triton.jit
