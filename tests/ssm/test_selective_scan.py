@@ -164,7 +164,9 @@ def test_chunked_matches_reference(cfg, chunk):
     mask = random_mask(cfg["batch"], cfg["length"], mask_kind, cfg["seed"])
     ref = run_scan(inputs, softplus=softplus, backend="reference", mask=mask)
     got = run_scan(inputs, softplus=softplus, backend="chunked", mask=mask, chunk_size=chunk)
-    assert_close_scan(got, ref, 1e-5, f"chunked(chunk={chunk}) {cfg} mask={mask_kind}")
+    # 1e-4: d(delta_bias) sums ddelta over steps with cancellation; both fp32 orders then differ by ~1e-5
+    # (hypothesis found 1.6e-5, with chunked the closer one to float64: 1.6e-5 vs the loop's 3.2e-5)
+    assert_close_scan(got, ref, 1e-4, f"chunked(chunk={chunk}) {cfg} mask={mask_kind}")
 
 
 @settings(max_examples=30, deadline=None)
@@ -213,7 +215,7 @@ def test_chunked_batch_tiles_and_lengths_match_reference(cfg, tile, use_lengths)
         got = run_scan(inputs, softplus=softplus, backend="chunked", **kw)
     finally:
         cs.TILE_ELEMENTS, cs.STEP_ELEMENTS = saved
-    assert_close_scan(got, ref, 1e-5, f"chunked tiles={tile} {cfg} {kw}")
+    assert_close_scan(got, ref, 1e-4, f"chunked tiles={tile} {cfg} {kw}")
 
 
 @pytest.mark.parametrize("length", [64, 256])
