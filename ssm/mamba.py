@@ -56,19 +56,19 @@ class CausalConv1d(nn.Module):
         self.conv = nn.Conv1d(channels, channels, width, groups=channels, padding=width - 1, bias=bias)
 
     def forward(self, x: torch.Tensor, time_dim: int = -1) -> torch.Tensor:
-        """x with channels on the other axis: (batch, channels, length) by default, or (batch, length,
-        channels) with ``time_dim=1``; returns the same layout."""
-        # a sum of `width` shifted copies: on CPU much cheaper than a grouped nn.Conv1d (whose backward
+        """x (batch, channels, length) by default, or (batch, length, channels) with ``time_dim=1``; returns
+        the same layout."""
+        # a sum of `width` shifted products: on CPU much cheaper than a grouped nn.Conv1d (whose backward
         # dominated Mamba's non-scan time) and layout-agnostic, so Mamba can stay channels-last
-        time_dim = time_dim % x.dim()
+        if x.dim() != 3 or time_dim % 3 not in (1, 2):
+            raise ValueError(f"expected a 3-D input with time on axis 1 or 2, got {tuple(x.shape)}, {time_dim}")
+        time_dim %= 3
         length = x.size(time_dim)
-        pad = [0, 0] * (x.dim() - 1 - time_dim) + [self.width - 1, 0]
-        xp = F.pad(x, pad)
-        shape = [1] * x.dim()
-        shape[3 - time_dim if x.dim() == 3 else -1] = -1  # channel axis of a 3-D input
+        xp = F.pad(x, [self.width - 1, 0] if time_dim == 2 else [0, 0, self.width - 1, 0])
         w = self.conv.weight[:, 0]  # (channels, width)
+        shape = (-1, 1) if time_dim == 2 else (1, -1)  # broadcast a per-channel value over the layout
         y = None
-        for k in range(self.width):  # output t reads inputs t - width + 1 + k
+        for k in range(self.width):  # output t reads input t - width + 1 + k
             term = xp.narrow(time_dim, k, length) * w[:, k].view(shape)
             y = term if y is None else y + term
         if self.conv.bias is not None:
@@ -98,8 +98,8 @@ class Mamba(nn.Module):
         dt_rank: rank of the delta projection; ``"auto"`` = ceil(d_model / 16).
         dt_min, dt_max, dt_init_floor, dt_scale: delta initialisation (see :func:`init_dt_bias`).
         scan_backend: passed to :func:`ssm.selective_scan.selective_scan` (auto|reference|chunked|triton).
-        scan_chunk_size: the scan's ``chunk_size`` (chunked backend: chunk length, whose memory grows with
-            its square; triton: checkpoint interval); None = the scan's default.
+        scan_chunk_size: the scan's ``chunk_size`` (steps between state checkpoints, i.e. the backward's
+            recompute window, of the chunked and triton backends); None = the scan's default.
 
     forward: x (batch, length, d_model), mask (batch, length) bool or None -> (batch, length, d_model).
         The mask is handed to the scan (padded steps leave the SSM state untouched).
