@@ -106,6 +106,7 @@ report = {
     "cuda": torch.version.cuda,
     "python": platform.python_version(),
     "host": platform.node(),
+    "ghrs_data_dir": os.environ.get("GHRS_DATA_DIR"),
     "steps": {
         "kernel_tests": step("kernel_tests", {"junit": tests}),
         "scan_bench": step("scan_bench", {"result": load("scan.json")}),
