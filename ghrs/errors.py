@@ -20,6 +20,21 @@ class UserError(Exception):
     """A mistake the user can fix; the message names the value and the fix, in one line."""
 
 
+def find_user_error(exc: BaseException) -> UserError | None:
+    """The :class:`UserError` behind ``exc``, following ``__cause__``/``__context__`` chains.
+
+    Hydra's ``instantiate`` wraps whatever a ``_target_`` raises in an ``InstantiationException``; the
+    user's mistake is then the cause, not the exception that reaches the entry point.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def user_errors(fn: F) -> F:
     """Decorate an entry point: a :class:`UserError` becomes ``error: <message>`` on stderr and exit code 2.
 
@@ -30,8 +45,11 @@ def user_errors(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
-            message = " ".join(str(exc).split())  # one line, whatever the message holds
+        except Exception as exc:
+            cause = find_user_error(exc)
+            if cause is None:
+                raise  # a bug: keep its traceback
+            message = " ".join(str(cause).split())  # one line, whatever the message holds
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 

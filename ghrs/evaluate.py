@@ -10,10 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ghrs.evaluation import evaluate
 from ghrs.io import write_json_atomic
+from ghrs.paths import config_dir
 from ghrs.pipeline import results_table
 from ghrs.serving import load_run
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 def reevaluate(run: str | Path, split_cfg: DictConfig, ks=(10,), batch_size: int = 1024) -> dict:

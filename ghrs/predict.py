@@ -5,23 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import pandas as pd
 from omegaconf import DictConfig
 
+from ghrs.data.user_input import read_history, read_pairs, read_side
 from ghrs.io import write_bytes_atomic
+from ghrs.paths import config_dir
 from ghrs.serving import load_run, predict_pairs
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-def _read(path: str | None, sep: str) -> pd.DataFrame | None:
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""]) if path else None
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     model, _ = load_run(cfg.run)
-    preds = predict_pairs(model, _read(cfg.pairs, cfg.sep), _read(cfg.history, cfg.sep), _read(cfg.side, cfg.sep))
+    ds = model.dataset  # the CSV parsers name file, line and column of any bad value
+    preds = predict_pairs(model, read_pairs(cfg.pairs, cfg.sep, ds), read_history(cfg.history, cfg.sep, ds),
+                          read_side(cfg.side, cfg.sep, ds), cfg.get("side_unknown", "error"))
     write_bytes_atomic(Path(cfg.out), preds.to_csv(index=False).encode())
     print(f"wrote {len(preds)} predictions to {cfg.out}")
 

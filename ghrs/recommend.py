@@ -7,10 +7,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ghrs.io import torch_save_atomic
-from ghrs.serving import MODEL_FILE, load_run, recommend
+from ghrs.paths import config_dir
+from ghrs.serving import load_run, recommend, update_run
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 def render(table, fmt: str) -> str:
@@ -25,15 +25,15 @@ def render(table, fmt: str) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="recommend")
 def main(cfg: DictConfig) -> None:
-    model, train_cfg = load_run(cfg.run)
+    model, _ = load_run(cfg.run)
     users = OmegaConf.to_container(cfg.users) if OmegaConf.is_list(cfg.users) else [cfg.users]
     history = OmegaConf.to_container(cfg.history) if cfg.history is not None else None
     side = OmegaConf.to_container(cfg.side) if cfg.side is not None else None
-    table = recommend(model, users, int(cfg.k), history, side)
+    table = recommend(model, users, int(cfg.k), history, side, cfg.get("side_unknown", "error"))
     print(render(table, cfg.format))
     if cfg.save:
-        path = Path(cfg.run) / MODEL_FILE if Path(cfg.run).is_dir() else Path(cfg.run)
-        torch_save_atomic(path, {"model": model, "config": train_cfg, "dataset_name": model.dataset.name})
+        # Re-applied to the newest saved model under the run dir's lock: concurrent saves all keep theirs.
+        update_run(cfg.run, lambda latest: recommend(latest, users, int(cfg.k), history, side))
 
 
 if __name__ == "__main__":

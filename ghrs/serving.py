@@ -8,27 +8,69 @@ else is a clear error.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from ghrs import artefacts
+from ghrs.data.side_features import check_policy
 from ghrs.models.base import Recommender
+from ghrs.rundir import run_lock
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.safetensors"
+LEGACY_MODEL_FILE = "model.pt"  # pickled models of older versions: never loaded
+SAVE_WAIT_S = 120.0  # how long a save=true update waits for another writer of the run dir
+
+
+def model_file(run: str | Path) -> Path:
+    """The model file of a run directory (or ``run`` itself when it names a file)."""
+    path = Path(run).expanduser()
+    if path.is_dir():
+        if not (path / MODEL_FILE).exists() and (path / LEGACY_MODEL_FILE).exists():
+            raise artefacts.ArtefactError(
+                f"{path / LEGACY_MODEL_FILE} is a pickled model from an older version, which is never loaded "
+                "(loading it could run code from the file); retrain the run (python -m ghrs.train)")
+        return path / MODEL_FILE
+    if not path.exists():
+        raise artefacts.ArtefactError(
+            f"no run at {path}: pass a training run directory (outputs/...) or its {MODEL_FILE}")
+    return path
 
 
 def load_run(run: str | Path) -> tuple[Recommender, dict]:
-    """Load ``model.pt`` from a run directory (or a path to the file itself)."""
-    path = Path(run).expanduser()
-    file = path / MODEL_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no {MODEL_FILE} at {path}: pass a training run directory (outputs/...) or its model.pt")
-    blob = torch.load(file, map_location="cpu", weights_only=False)
-    return blob["model"], blob["config"]
+    """Load the model of a run directory (or of its model file): ``(model, resolved training config)``.
+
+    Only what :mod:`ghrs.artefacts` can parse is read; nothing in the file is executed."""
+    file = model_file(run)
+    model, meta = artefacts.load(file)
+    if not isinstance(model, Recommender) or not isinstance(meta.get("config"), dict):
+        raise artefacts.ArtefactError(f"{file}: holds no trained model; retrain the run (python -m ghrs.train)")
+    return model, meta["config"]
+
+
+def save_run_model(path: str | Path, model: Recommender, config: dict) -> Path:
+    """Write ``model`` and its resolved training ``config`` (plain dict) as a pickle-free artefact."""
+    meta = {"config": config, "dataset_name": model.dataset.name, "model_class": type(model).__name__}
+    hook = artefacts.Shareable(model.dataset, getattr(model, "trained_users", None))
+    return artefacts.save(path, model, meta, hook=hook)
+
+
+def update_run(run: str | Path, apply: Callable[[Recommender], Any]) -> Any:
+    """Load a run's model, ``apply(model)`` (fold users in, observe interactions) and save it back.
+
+    Holds the run dir's writer lock from load to save, so concurrent updates are serialised and none is
+    lost; the write is atomic. Returns what ``apply`` returns."""
+    file = model_file(run)
+    with run_lock(file.parent, "recommend save", wait=SAVE_WAIT_S):
+        model, config = load_run(file)
+        result = apply(model)
+        save_run_model(file, model, config)
+    return result
 
 
 def interactions_frame(model: Recommender, rows, default_user=None) -> pd.DataFrame:
@@ -63,8 +105,12 @@ def interactions_frame(model: Recommender, rows, default_user=None) -> pd.DataFr
     })
 
 
-def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, side: pd.DataFrame | None) -> None:
-    """Fold in users unknown to the model that come with side info and/or history; error otherwise."""
+def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, side: pd.DataFrame | None,
+                 side_unknown: str = "error") -> None:
+    """Fold in users unknown to the model that come with side info and/or history; error otherwise.
+
+    ``side_unknown``: ``error`` (side values unseen in training are a UserError) or ``ignore`` (logged)."""
+    check_policy(side_unknown)
     ds = model.dataset
     raw = np.asarray(raw_users).astype(ds.user_ids.dtype, copy=False) if len(raw_users) else np.asarray(raw_users)
     unknown = pd.unique(raw[pd.Index(ds.user_ids).get_indexer(raw) < 0])
@@ -84,7 +130,7 @@ def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, si
     if side is not None and len(side):
         side_rows = side.set_index("id").reindex(unknown).reset_index()
     log.info("folding in %d new user(s) without retraining: %s", len(unknown), unknown[:10].tolist())
-    model.add_users(unknown, side_rows)
+    model.add_users(unknown, side_rows, side_unknown)
 
 
 def recommend(
@@ -93,6 +139,7 @@ def recommend(
     k: int = 10,
     history=None,
     side: dict | None = None,
+    side_unknown: str = "error",
 ) -> pd.DataFrame:
     """Top-``k`` unseen items per raw user id.
 
@@ -102,6 +149,7 @@ def recommend(
             user's state is updated with them (``model.observe``: one recurrent step per interaction for
             recurrent sequence models), an unknown user is folded in from them.
         side: for a single unknown user, side information (e.g. ``{"age": 30, "gender": "F"}``).
+        side_unknown: ``error`` | ``ignore``: side values the model never saw (see ``ensure_users``).
 
     Returns a frame ``user, rank, item, title, score`` (raw ids).
     """
@@ -114,7 +162,7 @@ def recommend(
         raise ValueError("history/side describe one user: give exactly one user id with them")
     side_df = pd.DataFrame([{**side, "id": users[0]}]) if side else None
     hist_users = pd.DataFrame({"user": [users[0]] * len(history)}) if history else None
-    ensure_users(model, users, hist_users, side_df)
+    ensure_users(model, users, hist_users, side_df, side_unknown)
     if history:
         new = interactions_frame(model, history, default_user=users[0])
         model.observe(new)
@@ -125,20 +173,30 @@ def recommend(
     seen = h[h["user"].isin(idx)].groupby("user")["item"].apply(np.asarray).to_dict()
     rows = []
     for row, (raw, u) in enumerate(zip(users, idx)):
-        s = scores[row].copy()
-        s[seen.get(u, [])] = -np.inf
-        kk = min(k, int(np.isfinite(s).sum()))
-        top = np.argsort(-s, kind="stable")[:kk]
-        for rank, (item, title) in enumerate(zip(top, ds.item_titles(top)), start=1):
-            rows.append({"user": raw, "rank": rank, "item": ds.item_ids[item], "title": title, "score": float(s[item])})
+        top, top_scores = top_items(scores[row], seen.get(u, []), k)
+        for rank, (item, title, score) in enumerate(zip(top, ds.item_titles(top), top_scores), start=1):
+            rows.append({"user": raw, "rank": rank, "item": ds.item_ids[item], "title": title, "score": float(score)})
     return pd.DataFrame(rows, columns=["user", "rank", "item", "title", "score"])
 
+
+def top_items(scores: np.ndarray, seen, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best items of one user: scores (n_items,), ``seen`` item indices left out (or None).
+
+    Returns (item indices, their scores), best first; ties keep the lower index; fewer than ``k`` when
+    fewer items remain.
+    """
+    s = np.array(scores, dtype=np.float64)
+    if seen is not None and len(seen):
+        s[np.asarray(seen, dtype=np.int64)] = -np.inf
+    top = np.argsort(-s, kind="stable")[: min(k, int(np.isfinite(s).sum()))]
+    return top, s[top]
 
 def predict_pairs(
     model: Recommender,
     pairs: pd.DataFrame,
     history: pd.DataFrame | None = None,
     side: pd.DataFrame | None = None,
+    side_unknown: str = "error",
 ) -> pd.DataFrame:
     """Ratings for raw ``(user, item)`` pairs, one output row per input row, in input order.
 
@@ -148,7 +206,7 @@ def predict_pairs(
     for col in ("user", "item"):
         if col not in pairs.columns:
             raise ValueError(f"pairs need columns 'user' and 'item'; got {list(pairs.columns)}")
-    ensure_users(model, pairs["user"].to_numpy(), history, side)
+    ensure_users(model, pairs["user"].to_numpy(), history, side, side_unknown)
     if history is not None and len(history):
         model.set_history(pd.concat([model.history, interactions_frame(model, history)], ignore_index=True))
     ds = model.dataset

@@ -32,6 +32,7 @@ from torch import nn
 from torch_geometric.nn import LGConv
 from torch_geometric.utils import to_torch_csr_tensor
 
+from ghrs import artefacts, distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
@@ -44,6 +45,7 @@ from ghrs.training import TrainerConfig, TrainState, train_loop
 log = logging.getLogger(__name__)
 
 N_STEP_FEATURES = 2  # per interaction: centred rating, log(1 + days since the previous interaction)
+GHRS_CACHE = "ghrs_fit.safetensors"  # the fitted GHRS model and base predictions, reused on resume
 
 
 def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -305,7 +307,17 @@ class HybridRecommender(Recommender):
         torch.manual_seed(self.seed)
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
-        self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+        # A resumed run reads GHRS and its out-of-fold base predictions from the run dir (no refit).
+        cache = run_dir is not None and self.ghrs_fitted is None and Path(run_dir) / GHRS_CACHE
+        cache_key = artefacts.fingerprint(train, self.ghrs_kwargs, self.base_folds, self.max_len, self.seed,
+                                          dataset.n_users, dataset.n_items) if cache else ""
+        cached = artefacts.load_cache(cache, cache_key) if cache and self.trainer.resume else None
+        if cached is not None:
+            log.info("hybrid: GHRS fit and base predictions read from %s (resume)", cache)
+            self.ghrs = cached["ghrs"]
+            self.ghrs.dataset = dataset
+        else:
+            self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
         f = self.ghrs.features
         user_static = np.concatenate([f.user_features, f.user_codes], 1)
@@ -323,7 +335,14 @@ class HybridRecommender(Recommender):
         real = seqs.items > 0
         ru, rt = real.nonzero(as_tuple=True)
         base = torch.zeros(seqs.items.shape)
-        base[ru, rt] = torch.as_tensor(self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy()))
+        if cached is not None:
+            base_values = cached["base"]
+        else:
+            base_values = self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy())
+            if cache and distributed.is_main():  # one writer under DDP
+                artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values},
+                                     hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
+        base[ru, rt] = torch.as_tensor(base_values)
         users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.numpy() >= 2))
         bs = max(1, self.trainer.batch_size)
 
@@ -454,9 +473,15 @@ class HybridRecommender(Recommender):
         streaming = self.streaming if streaming is None else streaming
         self.stream_state = self._stream_states() if streaming and self._recurrent() else None
 
-    def _refresh_user_vectors(self) -> None:
-        users = torch.arange(self.dataset.n_users)
-        self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), self.graph_users)[:, 0]
+    def _refresh_user_vectors(self, users: torch.Tensor | None = None) -> None:
+        """Recompute the final user representations: all of them, or only the rows of ``users`` (k,)."""
+        if users is None:
+            users = torch.arange(self.dataset.n_users)
+            self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), self.graph_users)[:, 0]
+            return
+        graph = None if self.graph_users is None else self.graph_users[users]
+        rows = self.net.user_repr(users, self.final_states[users].unsqueeze(1), graph)[:, 0]
+        self.user_vectors = self.user_vectors.index_copy(0, users, rows)  # a new tensor: readers keep the old
 
     def _recurrent(self) -> bool:
         return getattr(self.net.encoder, "layer", "none") in ("mamba", "mamba2", "s4d", "gru")
@@ -489,6 +514,9 @@ class HybridRecommender(Recommender):
         self.net.user_static = torch.as_tensor(self.user_static)
         self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long)
 
+    def side_encoder(self):
+        return self.ghrs.side_encoder()
+
     def _grow_users(self, n_old: int, n_new: int) -> None:
         grow = n_new - n_old
         self.ghrs.dataset = self.dataset
@@ -520,19 +548,22 @@ class HybridRecommender(Recommender):
             return super().observe(interactions)
         enc = self.net.encoder
         self.history = pd.concat([self.history, interactions], ignore_index=True)
-        for row in interactions.sort_values("timestamp", kind="stable").itertuples(index=False):
-            u = int(row.user)
+        # numpy views of the history: one event costs O(history) comparisons, not a pandas filter
+        h_user, h_ts = self.history["user"].to_numpy(), self.history["timestamp"].to_numpy()
+        order = np.argsort(interactions["timestamp"].to_numpy(), kind="stable")
+        cols = [interactions[c].to_numpy()[order] for c in ("user", "item", "rating", "timestamp")]
+        for u, item, rating, ts in zip(*cols):
+            u = int(u)
             state_u = _select(self.stream_state, u) if self.seqs.lengths[u] > 0 else enc.init_state(1)
-            prev = self.history[self.history.user == u]["timestamp"].sort_values().to_numpy()
-            gap = (prev[-1] - prev[-2]) / 86_400.0 if len(prev) > 1 else 0.0
-            feat = torch.tensor([[row.rating - self.mu, np.log1p(max(gap, 0.0))]], dtype=torch.float32)
-            new_state, y = enc.step(state_u, torch.tensor([int(row.item) + 1]), feat)
-            self.stream_state = _merge(self.stream_state, _expand(new_state, u, self.stream_state),
-                                       torch.arange(self.dataset.n_users) == u)
+            prev = h_ts[(h_user == u) & (h_ts <= ts)]  # the user's interactions up to this one
+            gap = (ts - np.partition(prev, -2)[-2]) / 86_400.0 if len(prev) > 1 else 0.0
+            feat = torch.tensor([[rating - self.mu, np.log1p(max(gap, 0.0))]], dtype=torch.float32)
+            new_state, y = enc.step(state_u, torch.tensor([int(item) + 1]), feat)
+            self.stream_state = _put(self.stream_state, u, new_state)
             self.final_states[u] = y[0]
             self.seqs.lengths[u] += 1
             self.n_history[u] += 1
-        self._refresh_user_vectors()
+        self._refresh_user_vectors(torch.as_tensor(np.unique(cols[0]), dtype=torch.long))
 
     def _user_vectors(self, users: np.ndarray) -> torch.Tensor:
         return self.user_vectors[torch.as_tensor(np.asarray(users, dtype=np.int64))]
@@ -598,9 +629,15 @@ def _select(state, u: int):
     return _map(lambda x: x[u : u + 1] if _batched(x) else x, state)
 
 
-def _expand(one, u: int, like):
-    """A single-row state placed at row ``u`` of a batch shaped like ``like`` (other rows arbitrary)."""
-    return _map(lambda a, b: b.index_copy(0, torch.tensor([u]), a) if _batched(b) else a, one, like)
+def _put(store, u: int, one):
+    """Write the single-row state ``one`` into row ``u`` of the batched ``store``, in place (O(row), not
+    O(batch)); unbatched leaves are taken from ``one``. Returns the updated structure."""
+    def put(a, b):
+        if not _batched(a):
+            return b
+        a[u : u + 1] = b.to(a.dtype)
+        return a
+    return _map(put, store, one)
 
 
 def _merge(store, new, mask: torch.Tensor):
