@@ -85,7 +85,7 @@ def run_one(args: argparse.Namespace, layer: str, length: int) -> dict:
     seconds = statistics.median(wall)  # the median resists slow steps caused by other processes
     cpu_seconds = (time.process_time() - cpu_start) / args.steps
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
+        peak = torch.cuda.max_memory_allocated() / 2**20  # MiB allocated by tensors during the timed steps
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before  # ru_maxrss is KiB
     return {
@@ -96,6 +96,7 @@ def run_one(args: argparse.Namespace, layer: str, length: int) -> dict:
         "cpu_ms_per_step": 1000 * cpu_seconds,
         "seq_per_s": args.batch / seconds,
         "peak_mib": peak,
+        "scan_backend": args.scan_backend if layer == "mamba" else None,
     }
 
 
@@ -122,6 +123,9 @@ def main() -> None:
     parser.add_argument("--scan-chunk-size", type=int, default=None, help="selective-scan chunk_size (mamba)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument(
+        "--json", default=None, help="also write the results (and the set-up) to this JSON file"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("LAYER", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -137,11 +141,12 @@ def main() -> None:
     )
     print("| layer | length | params | ms/step (median wall) | seq/s | CPU ms/step | peak MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    results = []
     for length in args.lengths:
         for layer in args.layers:
             if args.device == "cpu":
                 # a fresh process per configuration so that its peak RSS is its own
-                cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", layer, str(length)]
+                cmd = [sys.executable, __file__, *_without_json(sys.argv[1:]), "--worker", layer, str(length)]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 result = json.loads(out.strip().splitlines()[-1])
             else:
@@ -151,6 +156,28 @@ def main() -> None:
                 f"| {result['seq_per_s']:.0f} | {result['cpu_ms_per_step']:.0f} | {result['peak_mib']:.0f} |",
                 flush=True,
             )
+            results.append(result)
+    if args.json:
+        setup = {k: v for k, v in vars(args).items() if k not in ("json", "worker")}
+        setup.update(
+            torch=torch.__version__,
+            threads=torch.get_num_threads(),
+            gpu=torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        )
+        Path(args.json).write_text(json.dumps({"setup": setup, "results": results}, indent=1))
+
+
+def _without_json(argv: list[str]) -> list[str]:
+    """argv minus ``--json PATH`` (workers print their result instead)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--json":
+            skip = True
+        elif not a.startswith("--json="):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ Times the forward and forward+backward of each backend over a grid of (batch, di
 d_state, and prints tokens/s (batch * length / time) and the speed-up over the ``reference`` backend.
 Inputs follow the Mamba block (delta_bias + softplus, D, z gate, one B/C group).
 
-On CUDA the run also measures the device's copy bandwidth (clone of a large tensor, bytes read + written)
-and reports the Triton forward's achieved bandwidth over the minimal traffic (read u, delta, B, C, z and
-write y) as a fraction of it.
+On CUDA the run reports the Triton forward's effective bandwidth over its minimal traffic (read u, delta,
+B, C, z and write y) and, for comparison, the bandwidth of a device-to-device copy moving the same number
+of bytes (half read, half written). ``--json PATH`` also writes every row as JSON.
 
 Examples::
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import sys
@@ -74,10 +75,11 @@ def run_scan(x: dict, backend: str):
     return selective_scan(**x, delta_softplus=True, backend=backend)  # keys are the argument names
 
 
-def copy_bandwidth(device: str, nbytes: int = 1 << 30) -> float:
-    """GB/s of a large tensor clone (bytes read + bytes written)."""
-    x = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
-    t = timeit(lambda: x.clone(), device, repeats=10, warmup=2)
+def copy_bandwidth(device: str, nbytes: int) -> float:
+    """GB/s of a device-to-device copy that reads nbytes / 2 and writes nbytes / 2."""
+    x = torch.empty(max(1, nbytes // 8), dtype=torch.float32, device=device)
+    y = torch.empty_like(x)
+    t = timeit(lambda: y.copy_(x), device, repeats=20, warmup=3)
     return 2 * x.numel() * 4 / t / 1e9
 
 
@@ -97,6 +99,7 @@ def main(argv=None) -> None:
     p.add_argument("--ref-max-length", type=int, default=4096, help="skip the reference above this length")
     p.add_argument("--no-backward", action="store_true", help="time the forward only")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--json", default=None, help="also write the rows (and the set-up) to this JSON file")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -109,10 +112,8 @@ def main(argv=None) -> None:
         f"{torch.get_num_threads()} threads), torch {torch.__version__}, dtype={args.dtype}, "
         f"d_state={args.d_state}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}"
     )
-    bw = None
-    if device == "cuda":
-        bw = copy_bandwidth(device)
-        print(f"# copy bandwidth (clone, read+write): {bw:.0f} GB/s")
+    bw = device == "cuda"  # GB/s columns (triton rows) against a copy of the same bytes
+    rows = []
 
     header = (
         f"{'batch':>5} {'dim':>5} {'length':>6} {'backend':>9} | {'fwd ms':>9} {'tok/s':>10} {'x ref':>6}"
@@ -120,7 +121,7 @@ def main(argv=None) -> None:
     if not args.no_backward:
         header += f" | {'fwd+bwd ms':>10} {'tok/s':>10} {'x ref':>6}"
     if bw:
-        header += f" | {'GB/s':>6} {'% copy':>6}"
+        header += f" | {'GB/s':>6} {'copy GB/s':>9} {'% copy':>6}"
     print(header)
     print("-" * len(header))
     for batch, dim, length in itertools.product(args.batch, args.dim, args.length):
@@ -134,6 +135,7 @@ def main(argv=None) -> None:
             x = make_inputs(batch, dim, length, args.d_state, device, dtype, grad=False)
             with torch.no_grad():
                 t_f = timeit(lambda x=x, backend=backend: run_scan(x, backend), device, reps)
+            row = {"batch": batch, "dim": dim, "length": length, "backend": backend, "fwd_ms": t_f * 1e3}
             line = f"{batch:>5} {dim:>5} {length:>6} {backend:>9} | {t_f * 1e3:>9.2f} {tokens / t_f:>10.3g}"
             line += f" {ref_f / t_f:>6.2f}" if ref_f else f" {'-':>6}"
             if not args.no_backward:
@@ -143,6 +145,7 @@ def main(argv=None) -> None:
                     run_scan(xg, backend).sum().backward()
 
                 t_b = timeit(fwd_bwd, device, reps)
+                row["fwd_bwd_ms"] = t_b * 1e3
                 line += f" | {t_b * 1e3:>10.2f} {tokens / t_b:>10.3g}"
                 line += f" {ref_b / t_b:>6.2f}" if ref_b else f" {'-':>6}"
             if bw and backend == "triton":
@@ -150,10 +153,25 @@ def main(argv=None) -> None:
                 elem = torch.finfo(dtype).bits // 8
                 nbytes = elem * (4 * batch * dim * length + 2 * batch * args.d_state * length)
                 gbs = nbytes / t_f / 1e9
-                line += f" | {gbs:>6.0f} {100 * gbs / bw:>5.1f}%"
+                copy = copy_bandwidth(device, nbytes)
+                row.update(fwd_bytes=nbytes, fwd_gb_s=gbs, copy_gb_s=copy)
+                line += f" | {gbs:>6.0f} {copy:>9.0f} {100 * gbs / copy:>5.1f}%"
+            if ref_f and backend != "reference":
+                row["fwd_speedup"] = ref_f / t_f
+                if not args.no_backward and ref_b:
+                    row["fwd_bwd_speedup"] = ref_b / row["fwd_bwd_ms"] * 1e3
+            rows.append(row)
             print(line, flush=True)
             if backend == "reference":
                 ref_f, ref_b = t_f, (t_b if not args.no_backward else None)
+    if args.json:
+        setup = {k: v for k, v in vars(args).items() if k != "json"}
+        setup.update(
+            torch=torch.__version__,
+            threads=torch.get_num_threads(),
+            gpu=torch.cuda.get_device_name() if device == "cuda" else None,
+        )
+        Path(args.json).write_text(json.dumps({"setup": setup, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssm.selective_scan import selective_scan, selective_state_update
+from ssm.selective_scan import selective_scan
+from ssm.state_update import selective_state_update
 
 SCAN_BACKENDS = ("auto", "reference", "chunked", "triton")
 
@@ -54,9 +55,25 @@ class CausalConv1d(nn.Module):
         self.width = width
         self.conv = nn.Conv1d(channels, channels, width, groups=channels, padding=width - 1, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # symmetric padding of width-1 on both sides; keeping the first `length` outputs makes it causal
-        return self.conv(x)[..., : x.size(-1)]
+    def forward(self, x: torch.Tensor, time_dim: int = -1) -> torch.Tensor:
+        """x (batch, channels, length) by default, or (batch, length, channels) with ``time_dim=1``; returns
+        the same layout."""
+        # a sum of `width` shifted products: on CPU much cheaper than a grouped nn.Conv1d (whose backward
+        # dominated Mamba's non-scan time) and layout-agnostic, so Mamba can stay channels-last
+        if x.dim() != 3 or time_dim % 3 not in (1, 2):
+            raise ValueError(f"expected a 3-D input with time on axis 1 or 2, got {tuple(x.shape)}, {time_dim}")
+        time_dim %= 3
+        length = x.size(time_dim)
+        xp = F.pad(x, [self.width - 1, 0] if time_dim == 2 else [0, 0, self.width - 1, 0])
+        w = self.conv.weight[:, 0]  # (channels, width)
+        shape = (-1, 1) if time_dim == 2 else (1, -1)  # broadcast a per-channel value over the layout
+        y = None
+        for k in range(self.width):  # output t reads input t - width + 1 + k
+            term = xp.narrow(time_dim, k, length) * w[:, k].view(shape)
+            y = term if y is None else y + term
+        if self.conv.bias is not None:
+            y = y + self.conv.bias.view(shape)
+        return y
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         w = self.conv.weight
@@ -81,8 +98,8 @@ class Mamba(nn.Module):
         dt_rank: rank of the delta projection; ``"auto"`` = ceil(d_model / 16).
         dt_min, dt_max, dt_init_floor, dt_scale: delta initialisation (see :func:`init_dt_bias`).
         scan_backend: passed to :func:`ssm.selective_scan.selective_scan` (auto|reference|chunked|triton).
-        scan_chunk_size: the scan's ``chunk_size`` (chunked backend: chunk length, whose memory grows with
-            its square; triton: checkpoint interval); None = the scan's default.
+        scan_chunk_size: the scan's ``chunk_size`` (steps between state checkpoints, i.e. the backward's
+            recompute window, of the chunked and triton backends); None = the scan's default.
 
     forward: x (batch, length, d_model), mask (batch, length) bool or None -> (batch, length, d_model).
         The mask is handed to the scan (padded steps leave the SSM state untouched).
@@ -142,11 +159,13 @@ class Mamba(nn.Module):
         return F.linear(dt, self.dt_proj.weight), B, C
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, length) each
-        x = F.silu(self.conv(x))
-        delta, B, C = (t.transpose(1, 2) for t in self._ssm_inputs(x.transpose(1, 2)))
+        # channels-last throughout; the scan takes (batch, channels, length) views
+        x, z = self.in_proj(x).chunk(2, dim=-1)  # (batch, length, d_inner) each
+        x = F.silu(self.conv(x, time_dim=1))
+        delta, B, C = (t.transpose(1, 2) for t in self._ssm_inputs(x))
+        z = z.transpose(1, 2)
         y = selective_scan(
-            x,
+            x.transpose(1, 2),
             delta,
             -torch.exp(self.A_log),
             B,
@@ -171,7 +190,9 @@ class Mamba(nn.Module):
         conv_state, x_t = self.conv.step(conv_state, x_t)
         x_t = F.silu(x_t)
         delta, B, C = self._ssm_inputs(x_t)
-        y_t, ssm_state = selective_state_update(
+        # the caller may keep the old state (streaming selects/merges users' rows): update a copy in place
+        ssm_state = ssm_state.clone()
+        y_t = selective_state_update(
             ssm_state,
             x_t,
             delta,
@@ -179,8 +200,8 @@ class Mamba(nn.Module):
             B,
             C,
             D=self.D,
-            z_t=z_t,
-            delta_bias=self.dt_proj.bias,
-            delta_softplus=True,
+            z=z_t,
+            dt_bias=self.dt_proj.bias,
+            dt_softplus=True,
         )
         return (conv_state, ssm_state), self.out_proj(y_t)

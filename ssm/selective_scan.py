@@ -12,7 +12,8 @@ Shapes (``G`` = number of groups; channel ``d`` reads the B/C of group ``d // (d
 =================  ===============================================================
 ``u, delta, z``    (batch, dim, length)
 ``A``              (dim, d_state), real (usually negative: ``-exp(A_log)``)
-``B, C``           (batch, d_state, length) or grouped (batch, G, d_state, length)
+``B, C``           (batch, d_state, length), grouped (batch, G, d_state, length) or time-invariant
+                   (dim, d_state) (materialised per step by the chunked and triton backends)
 ``D, delta_bias``  (dim,)
 ``mask``           (batch, length) bool, True at real positions (left/right padding)
 ``lengths``        (batch,) int: the first ``lengths[b]`` positions are real (right padding)
@@ -20,27 +21,26 @@ Shapes (``G`` = number of groups; channel ``d`` reads the B/C of group ``d // (d
 ``last_state``     (batch, dim, d_state), float32 (float64 for float64 inputs)
 =================  ===============================================================
 
-Backends: ``reference`` (sequential loop, the ground truth), ``chunked`` (CPU-friendly, parallel inside a
-chunk, sequential across chunks), ``triton`` (:mod:`kernels.selective_scan_triton`) and ``auto`` (triton for
-CUDA tensors, chunked otherwise). All backends accumulate in float32 (float64 when the inputs are float64)
-and support autograd. This package must not import ``ghrs``.
+Backends: ``reference`` (sequential loop under autograd, the ground truth), ``chunked``
+(:mod:`ssm.chunked_scan`: a custom autograd Function that keeps only its inputs and the states at chunk
+boundaries and recomputes each chunk in the backward; the CPU path), ``triton``
+(:mod:`kernels.selective_scan_triton`) and ``auto`` (triton for CUDA tensors, chunked otherwise, at every
+size). All backends accumulate in float32 (float64 when the inputs are float64) and support autograd.
+``selective_scan_fn`` / ``selective_scan_ref`` carry mamba_ssm's names and signatures; the streaming step
+is :mod:`ssm.state_update`. This package must not import ``ghrs``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BACKENDS", "selective_scan", "selective_state_update"]
+from ssm.chunked_scan import chunked_scan
+
+__all__ = ["BACKENDS", "selective_scan", "selective_scan_fn", "selective_scan_ref"]
 
 BACKENDS = ("auto", "reference", "chunked", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# chunked backend: size of one block's (batch, dim, d_state, steps) temporaries (~1 MB in fp32, cache-sized;
-# measured best on CPU among 2^14..2^23), and the per-step width above which the plain step loop is faster
-BLOCK_ELEMENTS = 1 << 18
-WIDE_STEP_ELEMENTS = 1 << 16
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -63,8 +63,11 @@ def _check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...], desc: str) 
 
 
 def _check_bc(name: str, t: torch.Tensor, batch: int, dim: int, length: int, d_state: int) -> int:
-    """Validate B or C (3-D or grouped 4-D) and return its number of groups."""
+    """Validate B or C (time-invariant 2-D, 3-D or grouped 4-D) and return its number of groups."""
     _check_float(name, t)
+    if t.dim() == 2:  # time-invariant (dim, d_state), as mamba_ssm accepts: one "group" per channel
+        _check_shape(name, t, (dim, d_state), "(dim, d_state)")
+        return dim
     if t.dim() == 3:
         _check_shape(name, t, (batch, d_state, length), "(batch, d_state, length)")
         return 1
@@ -75,7 +78,7 @@ def _check_bc(name: str, t: torch.Tensor, batch: int, dim: int, length: int, d_s
             raise ValueError(f"{name}: dim={dim} must be divisible by the number of groups, got {groups}")
         return groups
     raise ValueError(
-        f"{name} must be (batch, d_state, length) or (batch, groups, d_state, length), got shape "
+        f"{name} must be (dim, d_state), (batch, d_state, length) or (batch, groups, d_state, length), got shape "
         f"{tuple(t.shape)}"
     )
 
@@ -190,97 +193,6 @@ def _scan_reference(
 
 
 # --------------------------------------------------------------------------------------------------------
-# chunked backend
-# --------------------------------------------------------------------------------------------------------
-
-
-def _to_chunks(t: torch.Tensor, nc: int, T: int) -> torch.Tensor:
-    """(..., n) -> (..., nc, T), zero padded at the end."""
-    return F.pad(t, (0, nc * T - t.shape[-1])).unflatten(-1, (nc, T))
-
-
-def _scan_chunked(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    chunk_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked scan, same contract as :func:`_scan_reference`; every step is a vectorised torch op.
-
-    The sequence is cut into chunks of ``T`` steps. With the per-step
-    log decays ``a_t = delta_t * A`` (<= 0 for A <= 0) and inputs ``w_t = delta_t u_t B_t``:
-
-    1. local states of *all* chunks at once, each started from a zero state: ``h_t = exp(a_t) h_{t-1} + w_t``
-       for the T positions of a chunk, every op spanning all chunks (T Python-level steps, not length);
-    2. the states handed over between chunks, sequentially over the chunks:
-       ``x_end(c) = exp(S_last(c)) * x_end(c-1) + h_last(c)``, with ``S`` the log-space cumulative sum of
-       the decays inside the chunk;
-    3. every state ``x_t = h_t + exp(S_t) * x_end(c-1)``.
-
-    All exponents are sums of non-positive terms (no exp of a difference of large cumulative sums), so
-    a large ``delta * |A|`` underflows to 0 and nothing overflows; the arithmetic per step is a small
-    constant, as in the reference.
-
-    Cache blocking: the input is processed in blocks of time steps (state carried across) so that the
-    (batch, dim, d_state, block) temporaries stay cache-sized (``BLOCK_ELEMENTS``); the chunk length is
-    ``chunk_size`` (capped at the block) or ~sqrt(block). When one step alone spans
-    ``WIDE_STEP_ELEMENTS`` or more, Python overhead is negligible and the plain step loop (whose
-    temporaries stay in cache) is the faster CPU schedule, so it is used instead.
-
-    A dense (T x T) decay-matrix formulation (exp of masked differences of cumulative sums) costs T times
-    the arithmetic per step because the decay depends on the state index; it measured 2-90x slower than
-    this on CPU (see NOTES.md).
-    """
-    batch, dim, length = u.shape
-    groups, d_state = B.shape[1], B.shape[2]
-    if batch * dim * d_state >= WIDE_STEP_ELEMENTS:
-        # each step already spans >= 64K elements: the step loop is the faster schedule (see docstring)
-        return _scan_reference(u, delta, A, B, C)
-    per = dim // groups
-    A6 = A.view(1, groups, per, d_state, 1, 1)
-    x = u.new_zeros(batch, groups, per, d_state)
-    block = max(1, BLOCK_ELEMENTS // max(1, batch * dim * d_state))  # time steps per block
-    ys = []
-    for b0 in range(0, length, block):
-        n = min(block, length - b0)
-        T = chunk_size or max(1, math.isqrt(n - 1) + 1)  # ceil(sqrt(n))
-        T = min(T, n)
-        nc = -(-n // T)  # padding to nc * T steps adds zero steps (delta = 0, w = 0) that keep the state
-
-        # (..., n) slices -> (..., nc, T), zero padded at the end
-        dt = _to_chunks(delta[:, :, b0 : b0 + n], nc, T).view(batch, groups, per, 1, nc, T)
-        uu = _to_chunks(u[:, :, b0 : b0 + n], nc, T).view(batch, groups, per, 1, nc, T)
-        Bc = _to_chunks(B[..., b0 : b0 + n], nc, T)[:, :, None]  # (b, G, 1, N, nc, T)
-        Cc = _to_chunks(C[..., b0 : b0 + n], nc, T)[:, :, None]
-        a = dt * A6  # (b, G, p, N, nc, T) log decays
-        decay = torch.exp(a)
-        w = (dt * uu) * Bc
-        # 1. zero-start local states, T steps each covering all chunks
-        h = w[..., 0]
-        local = [h]
-        for t in range(1, T):
-            h = decay[..., t] * h + w[..., t]
-            local.append(h)
-        hl = torch.stack(local, dim=-1)  # (b, G, p, N, nc, T)
-        # 2. states at the chunk ends, sequential over chunks
-        S = a.cumsum(dim=-1)
-        through = torch.exp(S[..., -1])  # decay across a whole chunk (b, G, p, N, nc)
-        starts = []
-        for c in range(nc):
-            starts.append(x)
-            x = through[..., c] * x + hl[..., c, -1]
-        x_start = torch.stack(starts, dim=-1)[..., None]  # (b, G, p, N, nc, 1)
-        # 3. all states, then contract with C over the state index
-        states = hl + torch.exp(S) * x_start
-        y = (states * Cc).sum(dim=3).reshape(batch, dim, nc * T)
-        ys.append(y[..., :n])
-    y = torch.cat(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)
-    return y, x.reshape(batch, dim, d_state)
-
-
-# --------------------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------------------
 
@@ -357,7 +269,14 @@ def selective_scan(
     ):
         if t is not None and t.device != u.device:
             raise ValueError(f"{name} must be on the same device as u ({u.device}), got {t.device}")
+    # time-invariant B/C (dim, d_state): a per-channel grouped view (batch, dim, d_state, length), no copy
+    if B.dim() == 2:
+        B = B[None, :, :, None].expand(batch, dim, d_state, length)
+    if C.dim() == 2:
+        C = C[None, :, :, None].expand(batch, dim, d_state, length)
     mask = _validate_mask(mask, lengths, batch, length, u.device)
+    if mask is not None and not u.is_cuda and bool(mask.all()):
+        mask = None  # every step is real: skip the masking ops (checked on CPU only, where it is free)
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
@@ -372,20 +291,36 @@ def selective_scan(
         return (y, last) if return_last_state else y
 
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
-    dt = _effective_delta(delta, delta_bias, delta_softplus, mask, dtype)
-    uc = u.to(dtype)
-    if mask is not None:
-        uc = torch.where(mask[:, None, :], uc, torch.zeros((), dtype=dtype, device=u.device))
     # a 3-D B/C is one group; grouped B and C may differ in their number of groups: expand both to the
     # finer grouping (groups always divide dim, and the coarser one divides the finer only if nested)
     Bg, Cg = _as_groups(B).to(dtype), _as_groups(C).to(dtype)
     if gb != gc:
         Bg, Cg = _match_groups(Bg, Cg, dim)
-    args = (uc, dt, A.to(dtype), Bg, Cg)
-    if backend == "reference":
-        y, last = _scan_reference(*args)
-    else:
-        y, last = _scan_chunked(*args, chunk_size=chunk_size)
+    if backend == "chunked":
+
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(dtype)
+
+        y, last = chunked_scan(
+            u.to(dtype),
+            delta.to(dtype),
+            A.to(dtype),
+            Bg,
+            Cg,
+            cast(D),
+            cast(z),
+            cast(delta_bias),
+            delta_softplus,
+            mask,
+            chunk_size=chunk_size,
+        )
+        y = y.to(u.dtype)
+        return (y, last) if return_last_state else y
+    dt = _effective_delta(delta, delta_bias, delta_softplus, mask, dtype)
+    uc = u.to(dtype)
+    if mask is not None:
+        uc = torch.where(mask[:, None, :], uc, torch.zeros((), dtype=dtype, device=u.device))
+    y, last = _scan_reference(uc, dt, A.to(dtype), Bg, Cg)
     y = _finish_output(y, uc, D, z, mask).to(u.dtype)
     return (y, last) if return_last_state else y
 
@@ -399,61 +334,38 @@ def _match_groups(Bg: torch.Tensor, Cg: torch.Tensor, dim: int) -> tuple[torch.T
     return per_channel(Bg), per_channel(Cg)
 
 
-def selective_state_update(
-    state: torch.Tensor,
-    u_t: torch.Tensor,
-    delta_t: torch.Tensor,
+def selective_scan_fn(
+    u: torch.Tensor,
+    delta: torch.Tensor,
     A: torch.Tensor,
-    B_t: torch.Tensor,
-    C_t: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
     D: torch.Tensor | None = None,
-    z_t: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One recurrent step of the scan, for streaming inference.
+    return_last_state: bool = False,
+):
+    """mamba_ssm's ``selective_scan_fn`` signature on :func:`selective_scan` with ``backend="auto"``.
 
-    Args:
-        state: (batch, dim, d_state), the state after the previous step (zeros before the first).
-        u_t, delta_t, z_t: (batch, dim). A: (dim, d_state). B_t, C_t: (batch, d_state) or
-            (batch, groups, d_state). D, delta_bias: (dim,).
-
-    Returns:
-        (y_t (batch, dim) in ``u_t.dtype``, new_state (batch, dim, d_state) in the state's dtype, at least
-        float32). The input state is not modified. Running this over t reproduces :func:`selective_scan`.
+    Unlike mamba_ssm, a gradient through ``last_state`` is propagated.
     """
-    for name, t in (("state", state), ("u_t", u_t), ("delta_t", delta_t), ("A", A)):
-        _check_float(name, t)
-    if state.dim() != 3:
-        raise ValueError(f"state must be (batch, dim, d_state), got shape {tuple(state.shape)}")
-    batch, dim, d_state = state.shape
-    for name, t in (("u_t", u_t), ("delta_t", delta_t), ("z_t", z_t)):
-        if t is not None:
-            _check_float(name, t)
-            _check_shape(name, t, (batch, dim), "(batch, dim)")
-    _check_shape("A", A, (dim, d_state), "(dim, d_state)")
-    for name, t in (("D", D), ("delta_bias", delta_bias)):
-        if t is not None:
-            _check_float(name, t)
-            _check_shape(name, t, (dim,), "(dim,)")
-    # B_t/C_t reuse the full-scan checks with a length-1 time axis
-    _check_bc("B_t", B_t.unsqueeze(-1), batch, dim, 1, d_state)
-    _check_bc("C_t", C_t.unsqueeze(-1), batch, dim, 1, d_state)
+    return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
-    dtype = _compute_dtype(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
-    dt = _effective_delta(delta_t[..., None], delta_bias, delta_softplus, None, dtype)[..., 0]  # (b, dim)
-    u = u_t.to(dtype)
 
-    def per_channel(t: torch.Tensor) -> torch.Tensor:  # (b, N) or (b, G, N) -> (b, dim, N)
-        t = t.to(dtype)
-        return t[:, None, :] if t.dim() == 2 else t.repeat_interleave(dim // t.shape[1], dim=1)
-
-    new_state = torch.exp(dt[..., None] * A.to(dtype)) * state.to(dtype) + (dt * u)[..., None] * per_channel(
-        B_t
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+):
+    """mamba_ssm's ``selective_scan_ref`` signature on the sequential ``reference`` backend."""
+    return selective_scan(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend="reference"
     )
-    y = (new_state * per_channel(C_t)).sum(-1)
-    if D is not None:
-        y = y + D.to(dtype) * u
-    if z_t is not None:
-        y = y * F.silu(z_t.to(dtype))
-    return y.to(u_t.dtype), new_state

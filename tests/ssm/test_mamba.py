@@ -33,6 +33,21 @@ def test_dt_bias_is_inverse_softplus():
     assert abs(dt.log().median().item() - math.log(1e-2)) < 0.5
 
 
+@pytest.mark.parametrize("width", [1, 4])
+def test_causal_conv_equals_depthwise_conv1d_in_both_layouts(width):
+    """The shifted-sum forward is nn.Conv1d's causal depthwise convolution, also channels-last, with grads."""
+    conv = CausalConv1d(6, width)
+    x = torch.randn(3, 6, 9, requires_grad=True)
+    ref = F.conv1d(F.pad(x, (width - 1, 0)), conv.conv.weight, conv.conv.bias, groups=6)
+    torch.testing.assert_close(conv(x), ref, atol=1e-6, rtol=1e-5)
+    last = conv(x.transpose(1, 2), time_dim=1).transpose(1, 2)
+    torch.testing.assert_close(last, ref, atol=1e-6, rtol=1e-5)
+    g_ref = torch.autograd.grad(ref.square().sum(), [x, conv.conv.weight])
+    g = torch.autograd.grad(conv(x).square().sum(), [x, conv.conv.weight])
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_causal_conv_step_equals_forward():
     conv = CausalConv1d(5, 3)
     x = torch.randn(2, 5, 7)

@@ -6,6 +6,7 @@ The Triton backend is compared against the same reference in ``tests/kernels/tes
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssm import selective_scan, selective_state_update
+from ssm import selective_scan, selective_state_step
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -163,7 +164,9 @@ def test_chunked_matches_reference(cfg, chunk):
     mask = random_mask(cfg["batch"], cfg["length"], mask_kind, cfg["seed"])
     ref = run_scan(inputs, softplus=softplus, backend="reference", mask=mask)
     got = run_scan(inputs, softplus=softplus, backend="chunked", mask=mask, chunk_size=chunk)
-    assert_close_scan(got, ref, 1e-5, f"chunked(chunk={chunk}) {cfg} mask={mask_kind}")
+    # 1e-4: d(delta_bias) sums ddelta over steps with cancellation; both fp32 orders then differ by ~1e-5
+    # (hypothesis found 1.6e-5, with chunked the closer one to float64: 1.6e-5 vs the loop's 3.2e-5)
+    assert_close_scan(got, ref, 1e-4, f"chunked(chunk={chunk}) {cfg} mask={mask_kind}")
 
 
 @settings(max_examples=30, deadline=None)
@@ -176,15 +179,70 @@ def test_reference_float32_matches_float64(cfg):
     )
     got32 = run_scan(make_inputs(**cfg), softplus=softplus, backend="reference", mask=mask)
     assert got32[0].dtype == torch.float32 and ref64[0].dtype == torch.float64
-    assert_close_scan(got32, ref64, 1e-5, f"reference fp32 vs fp64 {cfg}")
+    # fp32 rounding of a sum whose terms cancel reaches ~1e-5 of max|y| (hypothesis found one at 1.09e-5)
+    assert_close_scan(got32, ref64, 1e-4, f"reference fp32 vs fp64 {cfg}")
 
 
-def test_chunked_wide_steps_use_the_step_loop():
-    """batch * dim * d_state >= WIDE_STEP_ELEMENTS: the chunked backend runs the step loop (same result)."""
+def test_chunked_wide_steps_match_reference():
+    """The encoder-like regime (many state elements per step, several batch tiles) matches the loop."""
     inputs = make_inputs(4, 256, 3, 64, None, seed=2)  # 65,536 state elements per step
     ref = run_scan(inputs, softplus=True, backend="reference")
     got = run_scan(inputs, softplus=True, backend="chunked", chunk_size=2)
-    assert_close_scan(got, ref, 1e-6, "wide")
+    assert_close_scan(got, ref, 1e-5, "wide")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cfg=scan_configs(),
+    tile=st.sampled_from([(4, 2), (8, 16), (64, 4)]),
+    use_lengths=st.booleans(),
+)
+def test_chunked_batch_tiles_and_lengths_match_reference(cfg, tile, use_lengths):
+    """Small cache tiles force several batch slices and chunks per call (the large-batch schedule)."""
+    cs = importlib.import_module("ssm.chunked_scan")
+    cfg, softplus, mask_kind = split_config(cfg)
+    inputs = make_inputs(**cfg)
+    kw = {}
+    if use_lengths:
+        g = torch.Generator().manual_seed(cfg["seed"])
+        kw["lengths"] = torch.randint(0, cfg["length"] + 1, (cfg["batch"],), generator=g)
+    else:
+        kw["mask"] = random_mask(cfg["batch"], cfg["length"], mask_kind, cfg["seed"])
+    ref = run_scan(inputs, softplus=softplus, backend="reference", **kw)
+    saved = cs.TILE_ELEMENTS, cs.STEP_ELEMENTS
+    cs.TILE_ELEMENTS, cs.STEP_ELEMENTS = tile
+    try:
+        got = run_scan(inputs, softplus=softplus, backend="chunked", **kw)
+    finally:
+        cs.TILE_ELEMENTS, cs.STEP_ELEMENTS = saved
+    assert_close_scan(got, ref, 1e-4, f"chunked tiles={tile} {cfg} {kw}")
+
+
+@pytest.mark.parametrize("length", [64, 256])
+def test_chunked_saves_no_per_step_states(length):
+    """Autograd keeps O(batch * dim * length) values (inputs, chunk checkpoints), not the per-step states
+    (batch * dim * d_state * length) that the reference loop keeps."""
+    batch, dim, d_state = 2, 16, 16
+    inputs = {
+        k: (v.requires_grad_() if v is not None else None)
+        for k, v in make_inputs(batch, dim, length, d_state, None, seed=1).items()
+    }
+    per_step_states = batch * dim * d_state * length
+
+    def saved_elements(backend):
+        total = []
+
+        def pack(t):
+            total.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            selective_scan(**inputs, delta_softplus=True, backend=backend, chunk_size=16)
+        return sum(total)
+
+    assert saved_elements("reference") > per_step_states
+    # u, delta, z, pre-gate output (4 x b*dim*L), B, C, and length/16 + 1 checkpoints of b*dim*d_state
+    assert saved_elements("chunked") < 0.5 * per_step_states
 
 
 def test_auto_on_cpu_is_chunked():
@@ -243,7 +301,7 @@ def test_state_update_equals_scan(groups, options):
     ys = []
     for t in range(length):
         before = state.clone()
-        y_t, new_state = selective_state_update(
+        y_t, new_state = selective_state_step(
             state,
             inputs["u"][..., t],
             inputs["delta"][..., t],
@@ -265,7 +323,7 @@ def test_state_update_equals_scan(groups, options):
 
 def test_state_update_bf16_inputs():
     inputs = make_inputs(1, 4, 1, 3, None, dtype=torch.bfloat16)
-    y, state = selective_state_update(
+    y, state = selective_state_step(
         torch.zeros(1, 4, 3),
         inputs["u"][..., 0],
         inputs["delta"][..., 0],
@@ -428,8 +486,8 @@ def test_invalid_inputs_raise_value_error_naming_the_argument(change, name):
 
 
 def test_state_update_validation():
-    with pytest.raises(ValueError, match="B_t"):
-        selective_state_update(
+    with pytest.raises(ValueError, match="B"):
+        selective_state_step(
             torch.zeros(2, 4, 3),
             torch.randn(2, 4),
             torch.rand(2, 4),
@@ -437,8 +495,8 @@ def test_state_update_validation():
             torch.randn(2, 5),
             torch.randn(2, 3),
         )
-    with pytest.raises(ValueError, match="u_t"):
-        selective_state_update(
+    with pytest.raises(ValueError, match="x"):
+        selective_state_step(
             torch.zeros(2, 4, 3),
             torch.randn(2, 5),
             torch.rand(2, 4),
