@@ -138,7 +138,8 @@ class UserFeatureExtractor:
         centrality: :class:`CentralityConfig` (or a dict of its fields).
         scaling: graph feature scaling fitted on the training users in the graph
             (``max`` = the paper's division by the column max, ``minmax``, ``standard``, ``none``).
-        graph_features: which of :data:`FEATURES` to keep (all six by default).
+        graph_features: which of :data:`FEATURES` to keep (None: all six; an empty list: none, the
+            vector is the side information alone -- the graph is still built for cold-user fold-in).
         use_side: join the side information (False: graph features only).
         zip_region: add the zip code's first character as a one-hot region.
         max_degree: None, or each user keeps its ``max_degree`` strongest links (bounded edges).
@@ -165,7 +166,7 @@ class UserFeatureExtractor:
         self.max_degree, self.block = max_degree, int(block)
         self.centrality = CentralityConfig.from_any(centrality)
         self.scaling = scaling
-        self.graph_feature_names = tuple(graph_features) if graph_features else FEATURES
+        self.graph_feature_names = FEATURES if graph_features is None else tuple(graph_features)
         unknown = set(self.graph_feature_names) - set(FEATURES)
         if unknown:
             raise ValueError(f"unknown graph feature(s) {sorted(unknown)}; known: {FEATURES}")

@@ -33,6 +33,7 @@ from torch_geometric.nn import LGConv
 from torch_geometric.utils import to_torch_csr_tensor
 
 from ghrs.data.dataset import RatingsDataset
+from ghrs.errors import UserError
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
 from ghrs.io import save_figure
@@ -44,6 +45,35 @@ from ghrs.training import TrainerConfig, TrainState, train_loop
 log = logging.getLogger(__name__)
 
 N_STEP_FEATURES = 2  # per interaction: centred rating, log(1 + days since the previous interaction)
+
+# ``model.use``: ablation switches, one per component (all on by default; see HybridRecommender).
+USE_DEFAULTS = {"graph_features": True, "codes": True, "clusters": True, "side": True, "graph_embedding": True,
+                "neighbourhood": True}
+# Switches that change how GHRS itself is fitted (so a pre-fitted GHRS model cannot honour them).
+USE_GHRS = ("graph_features", "clusters", "side", "neighbourhood")
+
+
+def resolve_use(use: dict | None) -> dict[str, bool]:
+    """``model.use`` with defaults filled in; an unknown switch is a user error."""
+    use = dict(use or {})
+    unknown = set(use) - set(USE_DEFAULTS)
+    if unknown:
+        raise UserError(f"hybrid: unknown model.use switch(es) {sorted(unknown)}; known: {sorted(USE_DEFAULTS)}")
+    return {k: bool(use.get(k, v)) for k, v in USE_DEFAULTS.items()}
+
+
+def ghrs_ablation_kwargs(use: dict[str, bool]) -> dict:
+    """GHRSRecommender keyword arguments that switch off the GHRS components ``use`` disables."""
+    out: dict = {}
+    if not use["graph_features"]:
+        out["graph_features"] = []  # the user vector = side information only
+    if not use["side"]:
+        out["use_side"] = False
+    if not use["clusters"]:
+        out["n_clusters"] = 1  # one cluster: no cluster-item residual, a constant cluster embedding
+    if not use["neighbourhood"]:
+        out["neighbours"] = {"weight_user": 0.0, "weight_item": 0.0}
+    return out
 
 
 def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,7 +87,9 @@ class Sequences:
     """Right-padded, time-ordered histories of every user, truncated to the last ``max_len``.
 
     Attributes (tensors, n_users rows): ``items`` (n_users, L) long, 1-based ids (0 = padding);
-    ``ratings`` (n_users, L) float; ``features`` (n_users, L, 2); ``lengths`` (n_users,) long.
+    ``ratings`` (n_users, L) float; ``features`` (n_users, L, 2); ``lengths`` (n_users,) long;
+    ``offsets`` (n_users,) long: interactions before the window (position t of the window is the user's
+    ``offsets + t``-th interaction, 0-based).
     """
 
     def __init__(self, history: pd.DataFrame, n_users: int, max_len: int, mu: float):
@@ -69,6 +101,7 @@ class Sequences:
         u, pos = u[keep], pos[keep] - np.maximum(counts[u[keep]] - max_len, 0)
         L = max(1, int(min(max_len, counts.max(initial=0))))
         self.lengths = torch.as_tensor(np.minimum(counts, max_len), dtype=torch.long)
+        self.offsets = torch.as_tensor(np.maximum(counts - max_len, 0), dtype=torch.long)
         self.items = torch.zeros(n_users, L, dtype=torch.long)
         self.ratings = torch.zeros(n_users, L)
         self.features = torch.zeros(n_users, L, N_STEP_FEATURES)
@@ -242,6 +275,14 @@ class HybridRecommender(Recommender):
             cold user with few ratings leans on the GHRS base prediction.
         base_folds: K > 1: the rating head learns to correct out-of-fold GHRS predictions of the training
             ratings (K extra GHRS fits); 1: in-sample predictions.
+        use: ablation switches (each true by default), ``{"graph_features", "codes", "clusters", "side",
+            "graph_embedding", "neighbourhood"}``: GHRS graph features (false: the GHRS user vector is the
+            side information alone, so codes and clusters carry no graph signal either), the autoencoder
+            code in the user vector, the k-means clusters (false: one cluster, i.e. no cluster-item
+            residual in the base and a constant cluster embedding), user side information (GHRS's
+            ``use_side``), the LightGCN embedding (false: ``graph_layers`` = 0), the agreement-
+            neighbourhood residual of the base predictor. The sequence encoder is switched off with
+            ``encoder=none``.
     """
 
     def __init__(
@@ -261,6 +302,7 @@ class HybridRecommender(Recommender):
         base_folds: int = 5,
         trainer: dict | TrainerConfig | None = None,
         seed: int = 0,
+        use: dict | None = None,
     ):
         heads = {"rating": 1.0, "ranking": 1.0, **(heads or {})}
         if min(heads.values()) < 0 or max(heads.values()) == 0:
@@ -273,7 +315,17 @@ class HybridRecommender(Recommender):
         self.ghrs_fitted = ghrs if isinstance(ghrs, GHRSRecommender) else None
         if self.ghrs_fitted is not None and base_folds != 1:
             raise ValueError("hybrid: a pre-fitted GHRS model needs base_folds=1 (no GHRS refits)")
-        self.ghrs_kwargs = {"seed": seed, **(ghrs if isinstance(ghrs, dict) else {})}
+        self.use = resolve_use(use)
+        off = [k for k in USE_GHRS if not self.use[k]]
+        if self.ghrs_fitted is not None and off:
+            raise UserError(f"hybrid: model.use switches {off} change how GHRS is fitted: pass GHRS settings, "
+                            "not a pre-fitted GHRS model")
+        ghrs_kwargs = {"seed": seed, **(ghrs if isinstance(ghrs, dict) else {})}
+        ablate = ghrs_ablation_kwargs(self.use)
+        if "neighbours" in ablate:
+            ablate["neighbours"] = {**dict(ghrs_kwargs.get("neighbours") or {}), **ablate["neighbours"]}
+        self.ghrs_kwargs = {**ghrs_kwargs, **ablate}
+        graph_layers = graph_layers if self.use["graph_embedding"] else 0
         self.dim, self.graph_layers, self.use_user_id = dim, graph_layers, use_user_id
         self.heads, self.n_negatives, self.max_len, self.dropout = heads, n_negatives, max_len, dropout
         if graph_fanout is not None and (graph_fanout < 1 or (heads["ranking"] and not n_negatives)):
@@ -308,8 +360,7 @@ class HybridRecommender(Recommender):
         self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
         f = self.ghrs.features
-        user_static = np.concatenate([f.user_features, f.user_codes], 1)
-        self.user_static, self._u_mean, self._u_std = _standardise(user_static, self.trained_users)
+        self.user_static, self._u_mean, self._u_std = _standardise(self._user_static_raw(), self.trained_users)
         item_parts = [f.item_features, f.item_codes] if getattr(f, "item_side", False) else [np.zeros((n_items, 0))]
         item_static = np.concatenate(item_parts, 1)
         item_static, _, _ = _standardise(item_static, np.arange(n_items))
@@ -351,8 +402,9 @@ class HybridRecommender(Recommender):
             tr = seqs.ratings[users, 1:L][mask]  # u (N, dim), target (N,) rows of graph_i, tr (N,)
             loss = u.new_zeros(())
             if self.heads["rating"]:
-                n_seen = torch.arange(1, L).expand(len(users), -1)[mask].float()  # items behind each state
-                weight = n_seen / (n_seen + self.residual_shrinkage)
+                # items behind each state, counted over the whole history (as at prediction), not the window
+                n_seen = (seqs.offsets[users, None] + torch.arange(1, L)).expand(len(users), -1)[mask].float()
+                weight = self._residual_weight(n_seen)
                 pred = base[users, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
                 loss = loss + self.heads["rating"] * F.mse_loss(pred, tr)
             if self.heads["ranking"]:
@@ -363,6 +415,11 @@ class HybridRecommender(Recommender):
                                             self._valid_fn(train, valid), run_dir)
         self.set_history(train)
         return self
+
+    def _residual_weight(self, n_seen: torch.Tensor) -> torch.Tensor:
+        """n_seen (N,) interactions known before the rated item -> (N,) weight n / (n + c) of the learned
+        residual; the same function of the full-history count at training and at prediction."""
+        return n_seen / (n_seen + self.residual_shrinkage)
 
     def _base_for_training(self, train: pd.DataFrame, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """GHRS base prediction of each training rating (user, item) the rating head learns to correct.
@@ -484,10 +541,14 @@ class HybridRecommender(Recommender):
     def _refresh_static(self) -> None:
         """Copy the (folded-in) GHRS user vectors and clusters into the network's buffers."""
         f = self.ghrs.features
-        x = np.concatenate([f.user_features, f.user_codes], 1)
-        self.user_static = ((x - self._u_mean) / self._u_std).astype(np.float32)
+        self.user_static = ((self._user_static_raw() - self._u_mean) / self._u_std).astype(np.float32)
         self.net.user_static = torch.as_tensor(self.user_static)
         self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long)
+
+    def _user_static_raw(self) -> np.ndarray:
+        """(n_users, d) GHRS user vector the network sees: [graph features | side | AE code (``use.codes``)]."""
+        f = self.ghrs.features
+        return np.concatenate([f.user_features, f.user_codes], 1) if self.use["codes"] else f.user_features
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
         grow = n_new - n_old
@@ -544,8 +605,7 @@ class HybridRecommender(Recommender):
         i = torch.as_tensor(items)
         base = torch.as_tensor(self.ghrs.predict(users, items), dtype=torch.float32)
         if self.heads["rating"]:
-            n_seen = self.n_history[u].float()
-            weight = n_seen / (n_seen + self.residual_shrinkage)
+            weight = self._residual_weight(self.n_history[u].float())
             base = base + weight * (self.net.rating_proj(self._user_vectors(users)) * self.item_vectors[i]).sum(-1)
         return self.clip(base.numpy())
 
