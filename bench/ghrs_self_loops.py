@@ -23,12 +23,12 @@ from scipy.stats import pearsonr, spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ghrs.data.movielens import load_movielens  # noqa: E402
-from ghrs.data.splits import OfficialSplit  # noqa: E402
-from ghrs.graph.graph_features import FEATURES, CentralityConfig, compute_graph_features  # noqa: E402
-from ghrs.graph.similarity_graph import user_similarity_graph  # noqa: E402
-from ghrs.metrics import rmse  # noqa: E402
-from ghrs.models.ghrs import GHRSRecommender  # noqa: E402
+from ghrs.data.movielens import load_movielens
+from ghrs.data.splits import OfficialSplit
+from ghrs.graph.graph_features import FEATURES, CentralityConfig, compute_graph_features
+from ghrs.graph.similarity_graph import user_similarity_graph
+from ghrs.metrics import rmse
+from ghrs.models.ghrs import GHRSRecommender
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ghrs.data.movielens import load_movielens  # noqa: E402
-from ghrs.data.splits import OfficialSplit, RandomSplit  # noqa: E402
-from ghrs.metrics import mae, rmse  # noqa: E402
+from ghrs.data.movielens import load_movielens
+from ghrs.data.splits import OfficialSplit, RandomSplit
+from ghrs.metrics import mae, rmse
 
 # Surprise defaults except where noted; knn_baseline = item-based, pearson_baseline similarity (the
 # strongest neighbourhood model in Surprise's own ML-100K/1M benchmark table).
@@ -95,9 +95,8 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(runs, indent=2))
     rows = ["| split | model | RMSE | MAE | seeds |", "|---|---|---:|---:|---:|"]
     for (split_name, model), g in table.groupby(["split", "model"], sort=False):
-        sd = lambda c: f" ± {g[c].std(ddof=1):.4f}" if len(g) > 1 else ""  # noqa: E731
-        rows.append(f"| {split_name} | {model} | {g['rmse'].mean():.4f}{sd('rmse')} | {g['mae'].mean():.4f}{sd('mae')} "
-                    f"| {len(g)} |")
+        cells = [f"{g[c].mean():.4f}" + (f" ± {g[c].std(ddof=1):.4f}" if len(g) > 1 else "") for c in ("rmse", "mae")]
+        rows.append(f"| {split_name} | {model} | {cells[0]} | {cells[1]} | {len(g)} |")
     if len(args.splits) > 1 and {"u1", "u2", "u3", "u4", "u5"} <= set(args.splits):
         folds = table[table["split"].isin(["u1", "u2", "u3", "u4", "u5"])]
         for model, g in folds.groupby("model", sort=False):
