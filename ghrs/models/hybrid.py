@@ -38,6 +38,7 @@ from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
 from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
+from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
 from ghrs.models.ghrs import GHRSRecommender
 from ghrs.training import TrainerConfig, TrainState, train_loop
@@ -283,6 +284,9 @@ class HybridRecommender(Recommender):
             ``use_side``), the LightGCN embedding (false: ``graph_layers`` = 0), the agreement-
             neighbourhood residual of the base predictor. The sequence encoder is switched off with
             ``encoder=none``.
+        autorec: None (off), or keyword arguments of :class:`~ghrs.models.autorec.AutoRecRecommender`: an
+            item-based AutoRec joins the base prediction, blended with GHRS's by least squares on their
+            out-of-fold predictions of the training ratings (needs ``base_folds`` > 1).
     """
 
     def __init__(
@@ -303,6 +307,7 @@ class HybridRecommender(Recommender):
         trainer: dict | TrainerConfig | None = None,
         seed: int = 0,
         use: dict | None = None,
+        autorec: dict | None = None,
     ):
         heads = {"rating": 1.0, "ranking": 1.0, **(heads or {})}
         if min(heads.values()) < 0 or max(heads.values()) == 0:
@@ -340,6 +345,10 @@ class HybridRecommender(Recommender):
         if base_folds < 1:
             raise ValueError(f"hybrid base_folds must be >= 1, got {base_folds}")
         self.base_folds = int(base_folds)
+        if autorec is not None and self.base_folds <= 1:
+            raise UserError("hybrid: model.autorec needs base_folds > 1 (its blend weights are fitted on "
+                            "out-of-fold predictions)")
+        self.autorec_kwargs = None if autorec is None else {"seed": seed, **dict(autorec)}
         self.trainer = TrainerConfig.from_any(trainer)
 
     # -- fit ---------------------------------------------------------------------------------------
@@ -358,6 +367,10 @@ class HybridRecommender(Recommender):
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
         self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+        self.autorec = None
+        self.blend_ = np.array([0.0, 1.0])  # base = blend_ . [1, GHRS prediction (, AutoRec prediction)]
+        if self.autorec_kwargs is not None:
+            self.autorec = AutoRecRecommender(**self.autorec_kwargs).fit(dataset, train)
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
         f = self.ghrs.features
         self.user_static, self._u_mean, self._u_std = _standardise(self._user_static_raw(), self.trained_users)
@@ -421,6 +434,13 @@ class HybridRecommender(Recommender):
         residual; the same function of the full-history count at training and at prediction."""
         return n_seen / (n_seen + self.residual_shrinkage)
 
+    def _base_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(n,) base rating the head refines: GHRS's prediction, or its blend with AutoRec's."""
+        parts = [np.ones(len(users)), self.ghrs.predict(users, items)]
+        if self.autorec is not None:
+            parts.append(self.autorec.predict(users, items))
+        return self.clip(np.column_stack(parts) @ self.blend_)
+
     def _base_for_training(self, train: pd.DataFrame, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """GHRS base prediction of each training rating (user, item) the rating head learns to correct.
 
@@ -429,22 +449,32 @@ class HybridRecommender(Recommender):
         gets its base from a GHRS model fitted on the other K-1 folds (stacking), as at test time.
         """
         if self.base_folds <= 1:
-            return self.ghrs.predict(users, items)
+            return self._base_predict(users, items)
         rng = np.random.default_rng(self.seed)
         fold = rng.integers(0, self.base_folds, len(train))
         key = pd.MultiIndex.from_arrays([train["user"].to_numpy(), train["item"].to_numpy()])
-        oof = np.empty(len(train))
+        oof = np.empty((len(train), 1 + (self.autorec is not None)))
         for f in range(self.base_folds):
             held = fold == f
+            hu, hi = train["user"].to_numpy()[held], train["item"].to_numpy()[held]
             model = GHRSRecommender(**{**self.ghrs_kwargs, "alpha_sweep": None}).fit(self.dataset, train[~held])
             model.set_history(train[~held])
-            oof[held] = model.predict(train["user"].to_numpy()[held], train["item"].to_numpy()[held])
+            oof[held, 0] = model.predict(hu, hi)
+            if self.autorec is not None:
+                oof[held, 1] = AutoRecRecommender(**self.autorec_kwargs).fit(self.dataset, train[~held]).predict(hu, hi)
+        if self.autorec is not None:
+            # stacking: least-squares blend of the components' out-of-fold predictions
+            design = np.column_stack([np.ones(len(train)), oof])
+            self.blend_ = np.linalg.lstsq(design, train["rating"].to_numpy(np.float64), rcond=None)[0]
+            log.info("hybrid: base blend [1, GHRS, AutoRec] weights %s", np.round(self.blend_, 4))
+        oof = self.clip(np.column_stack([np.ones(len(train)), oof]) @ self.blend_) if self.autorec is not None \
+            else oof[:, 0]
         pos = key.get_indexer(pd.MultiIndex.from_arrays([users, items]))
         if (pos < 0).any():
             raise RuntimeError("internal: a training position without a training rating")
-        log.info("hybrid: out-of-fold GHRS base (%d folds): RMSE %.4f vs in-sample %.4f", self.base_folds,
+        log.info("hybrid: out-of-fold base (%d folds): RMSE %.4f vs in-sample %.4f", self.base_folds,
                  np.sqrt(np.mean((oof - train["rating"].to_numpy()) ** 2)),
-                 np.sqrt(np.mean((self.ghrs.predict(train["user"].to_numpy(), train["item"].to_numpy())
+                 np.sqrt(np.mean((self._base_predict(train["user"].to_numpy(), train["item"].to_numpy())
                                   - train["rating"].to_numpy()) ** 2)))
         return oof[pos].astype(np.float32)
 
@@ -534,6 +564,8 @@ class HybridRecommender(Recommender):
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history
         self.ghrs.set_history(history)  # folds in users without training ratings (features, cluster, bias)
+        if getattr(self, "autorec", None) is not None:
+            self.autorec.set_history(history)  # revealed ratings enter the items' input vectors
         if (~self.trained_users[history["user"].to_numpy()]).any() or len(self.user_static) < self.dataset.n_users:
             self._refresh_static()
         self._encode_history(history)
@@ -554,6 +586,8 @@ class HybridRecommender(Recommender):
         grow = n_new - n_old
         self.ghrs.dataset = self.dataset
         self.ghrs._grow_users(n_old, n_new)
+        if getattr(self, "autorec", None) is not None:
+            self.autorec.dataset = self.dataset
         self.trained_users = np.concatenate([self.trained_users, np.zeros(grow, bool)])
         net = self.net
         net.n_users = n_new
@@ -603,7 +637,7 @@ class HybridRecommender(Recommender):
         users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
         u = torch.as_tensor(users)
         i = torch.as_tensor(items)
-        base = torch.as_tensor(self.ghrs.predict(users, items), dtype=torch.float32)
+        base = torch.as_tensor(self._base_predict(users, items), dtype=torch.float32)
         if self.heads["rating"]:
             weight = self._residual_weight(self.n_history[u].float())
             base = base + weight * (self.net.rating_proj(self._user_vectors(users)) * self.item_vectors[i]).sum(-1)

@@ -259,3 +259,17 @@ def test_ablation_switches_remove_their_component(data):
         HybridRecommender(ghrs=full.ghrs, base_folds=1, use={"clusters": False})
     with pytest.raises(UserError, match="user vector is empty"):
         hybrid(epochs=1, base_folds=1, use={"graph_features": False, "side": False}).fit(ds, s.train)
+
+
+def test_autorec_base_is_a_stacked_blend(data):
+    """With model.autorec the base is a least-squares blend of GHRS and AutoRec fitted out of fold; the
+    rating head starts from it (epoch 0 = the blend) and both components see the same history."""
+    ds, s = data
+    m = hybrid(epochs=1, heads={"rating": 1.0, "ranking": 0.0}, base_folds=2,
+               autorec={"hidden": 16, "epochs": 5, "reg": 1.0}).fit(ds, s.train)
+    assert m.blend_.shape == (3,) and np.isfinite(m.blend_).all()
+    u, i = s.test["user"].to_numpy(), s.test["item"].to_numpy()
+    blend = np.clip(m.blend_[0] + m.blend_[1] * m.ghrs.predict(u, i) + m.blend_[2] * m.autorec.predict(u, i), 1, 5)
+    np.testing.assert_allclose(m._base_predict(u, i), blend, rtol=1e-6)
+    with pytest.raises(UserError, match="base_folds"):
+        HybridRecommender(autorec={}, base_folds=1)
