@@ -372,7 +372,7 @@ class GHRSRecommender(Recommender):
     ``seconds`` the wall time of every stage.
 
     Args (predictor):
-        predictor: ``residual`` (default) or ``paper``.
+        predictor: ``agreement_knn`` (default) or ``paper`` (``residual``: agreement_knn's deprecated alias).
         reg_user, reg_item, bias_epochs: :func:`fit_biases` regularisation and sweeps.
         shrink_cluster_item: pseudo-count shrinking a cluster's mean residual on an item towards 0.
         shrink_cluster_bias: pseudo-count (users) shrinking a cluster's mean user bias towards 0.
