@@ -52,11 +52,11 @@ def table(runs: pd.DataFrame, metric: str) -> str:
         s = stats.loc[name]
         cells = f"{s.valid:.4f} ± {s.valid_std:.4f} | {s.test:.4f} ± {s.test_std:.4f}"
         if name == "full":
-            lines.append(f"| full hybrid | {s.n} | {cells} | | | | {s.epochs:.1f} |")
+            lines.append(f"| full hybrid | {int(s.n)} | {cells} | | | | {s.epochs:.1f} |")
             continue
         gain = (s.valid - full.valid) if lower_better else (full.valid - s.valid)  # > 0: the component helps
         thr = 2 * np.nanmax([s.valid_std, full.valid_std])
-        lines.append(f"| {name.replace('_', ' ')} | {s.n} | {cells} | {gain:+.4f} | {thr:.4f} | "
+        lines.append(f"| {name.replace('_', ' ')} | {int(s.n)} | {cells} | {gain:+.4f} | {thr:.4f} | "
                      f"{'yes' if gain > thr else 'no'} | {s.epochs:.1f} |")
     return "\n".join(lines)
 

@@ -176,7 +176,8 @@ class UserFeatureExtractor:
 
     @property
     def names(self) -> list[str]:
-        return [f"graph:{n}" for n in self.graph_feature_names] + (self.side.names if self.use_side else [])
+        names = [f"graph:{n}" for n in self.graph_feature_names] + (self.side.names if self.use_side else [])
+        return names or ["constant"]
 
     def fit_transform(self, train: pd.DataFrame, users: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
         """Build the graph on ``train`` and return the (n_users, d) joined vectors of all users."""
@@ -202,7 +203,10 @@ class UserFeatureExtractor:
         parts = [g.astype(np.float32)]
         if self.use_side:
             parts.append(self.side.transform(users.iloc[rows]))
-        return np.concatenate(parts, 1)
+        out = np.concatenate(parts, 1)
+        if out.shape[1] == 0:  # no graph features and no side info: one constant column, no information
+            out = np.zeros((len(rows), 1), np.float32)
+        return out
 
     def transform_new(self, new_ratings: pd.DataFrame, new_users: np.ndarray, users: pd.DataFrame) -> np.ndarray:
         """Vectors of users unseen by fit from their revealed ratings (possibly none).

@@ -132,9 +132,9 @@ class GHRSFeatures:
         ux = self.user_extractor
         self.users_table = dataset.users
         base = ux.fit_transform(train, dataset.users, n_users, n_items)
-        if base.shape[1] == 0:
-            raise UserError("ghrs: the user vector is empty (graph_features=[] and no side information): "
-                            "keep graph features or use_side=true")
+        if ux.names == ["constant"] and self.n_clusters != 1:
+            raise UserError("ghrs: the user vector is empty (graph_features=[] and use_side=false), so codes "
+                            "and clusters carry nothing: keep graph features or side info, or set n_clusters=1")
         self.user_feature_names = ux.names
         with self.stages("autoencoder"):
             self.user_ae: TrainedAutoEncoder = train_autoencoder(base[self.trained_users], self.autoencoder_cfg,

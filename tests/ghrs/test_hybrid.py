@@ -259,6 +259,11 @@ def test_ablation_switches_remove_their_component(data):
         HybridRecommender(ghrs=full.ghrs, base_folds=1, use={"clusters": False})
     with pytest.raises(UserError, match="user vector is empty"):
         hybrid(epochs=1, base_folds=1, use={"graph_features": False, "side": False}).fit(ds, s.train)
+    # the rating protocol's default: no graph features, side info, codes or clusters -> a constant user vector
+    bare = hybrid(epochs=1, base_folds=1, use={"graph_features": False, "side": False, "codes": False,
+                                               "clusters": False}).fit(ds, s.train)
+    assert bare.ghrs.features.user_feature_names == ["constant"] and not bare.user_static.any()
+    assert np.isfinite(bare.predict(s.test["user"].to_numpy(), s.test["item"].to_numpy())).all()
 
 
 def test_autorec_base_is_a_stacked_blend(data):
