@@ -222,7 +222,7 @@ def test_neighbour_candidate_pool(data, fitted):
 
 
 def test_residual_is_a_deprecated_alias_of_agreement_knn(data, fitted):
-    ds, s = data
+    _, s = data
     u, i = s.test["user"].to_numpy(), s.test["item"].to_numpy()
     expected = fitted.refit_predictor(predictor="agreement_knn").predict(u, i)
     with pytest.warns(DeprecationWarning, match="now called 'agreement_knn'"):
