@@ -134,7 +134,7 @@ def main(argv=None) -> int:
             common = {"alpha": alpha, **fset, "graph_nodes": len(g.nodes), "graph_edges": g.n_edges,
                       "k": model.features.n_clusters_, "fit_seconds": round(fit_s, 2)}
             settings = [{"predictor": "paper"}] + [
-                {"predictor": "residual", **dict(zip([k for k, _ in pred_axes], pv))}
+                {"predictor": "agreement_knn", **dict(zip([k for k, _ in pred_axes], pv))}
                 for pv in itertools.product(*[v for _, v in pred_axes])
             ]
             for ps in settings:
@@ -152,24 +152,24 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ghrs_alpha_sweep.csv", index=False)
 
-    # Plot: per alpha, the paper predictor and the best residual setting.
-    best_res = table[table["predictor"] == "residual"].sort_values("rmse").groupby("alpha", as_index=False).first()
+    # Plot: per alpha, the paper predictor and the best agreement_knn setting.
+    best_res = table[table["predictor"] == "agreement_knn"].sort_values("rmse").groupby("alpha", as_index=False).first()
     paper = table[table["predictor"] == "paper"].groupby("alpha", as_index=False)["rmse"].min()
-    plot_table = best_res[["alpha", "rmse", "graph_edges"]].rename(columns={"rmse": "residual"})
+    plot_table = best_res[["alpha", "rmse", "graph_edges"]].rename(columns={"rmse": "agreement_knn"})
     plot_table = plot_table.merge(paper.rename(columns={"rmse": "paper"}), on="alpha")
     _plot(plot_table, out / "ghrs_alpha_sweep.png", f"GHRS alpha sweep, {ds.name} {split.name} (validation)")
 
-    best = table[table["predictor"] == "residual"].sort_values("rmse").iloc[0].to_dict()
+    best = table[table["predictor"] == "agreement_knn"].sort_values("rmse").iloc[0].to_dict()
     best_paper = table[table["predictor"] == "paper"].sort_values("rmse").iloc[0].to_dict()
     result = {"dataset": ds.name, "split": split.name, "valid_ratio": args.valid_ratio,
-              "best_residual": best, "best_paper": best_paper}
-    print("\nbest residual setting (validation):", json.dumps(best, default=str))
+              "best_agreement_knn": best, "best_paper": best_paper}
+    print("\nbest agreement_knn setting (validation):", json.dumps(best, default=str))
     print("best paper setting (validation):", json.dumps(best_paper, default=str))
     if args.report_test:
         full = pd.concat([tr, va], ignore_index=True)
         te = split.test
         result["test"] = {}
-        for name, setting in (("residual", best), ("paper", best_paper)):
+        for name, setting in (("agreement_knn", best), ("paper", best_paper)):
             params = copy.deepcopy(base)
             for k, v in setting.items():
                 if k in ("rmse", "mae", "graph_nodes", "graph_edges", "k", "fit_seconds") or (isinstance(v, float) and np.isnan(v)):
@@ -193,7 +193,7 @@ def _plot(table: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.plot(table["alpha"], table["residual"], "o-", label="default (residual) predictor")
+    ax.plot(table["alpha"], table["agreement_knn"], "o-", label="default (agreement_knn) predictor")
     ax.plot(table["alpha"], table["paper"], "s--", label="paper predictor")
     ax.set_xlabel("alpha (edge threshold = alpha * n_items)")
     ax.set_ylabel("validation RMSE")

@@ -53,6 +53,7 @@ ALLOWED_NAMES = (
     "ghrs.models.ghrs._Neighbourhood",
     "ghrs.models.ghrs._ResidualState",
     "ghrs.models.hybrid.HybridRecommender",
+    "ghrs.models.autorec.AutoRecRecommender",
     "ghrs.models.hybrid.HybridNet",
     "ghrs.models.hybrid.Sequences",
     "ghrs.training.TrainerConfig",

@@ -122,7 +122,7 @@ def _run_training(cfg: DictConfig, run_dir: Path, run_id: str) -> dict[str, Any]
     ks = tuple(int(k) for k in cfg.eval.ks)
     metrics: dict[str, Any] = {}
     with stage("evaluate", timings, memory):
-        for part in ("valid", "test"):
+        for part in cfg.eval.get("parts", ("valid", "test")):  # hparams_search: valid only
             m = evaluate(model, dataset, split, part, ks, int(cfg.eval.batch_size),
                          bool(cfg.eval.rating_metrics) and model.predicts_ratings)
             if m:

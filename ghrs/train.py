@@ -6,7 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ghrs.errors import user_errors
+from ghrs.errors import UserError, user_errors
 from ghrs.paths import config_dir
 from ghrs.pipeline import run_training
 
@@ -17,7 +17,21 @@ CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package dat
 @user_errors
 def main(cfg: DictConfig) -> float | None:
     metrics = run_training(cfg, HydraConfig.get().runtime.output_dir)
-    return metrics.get("test", {}).get("rmse")  # the value a Hydra sweeper would minimise
+    return objective_value(metrics, cfg.get("objective"))
+
+
+def objective_value(metrics: dict, objective: str | None) -> float | None:
+    """The value a Hydra sweeper optimises: ``objective`` = ``<part>.<metric>`` (``conf/hparams_search``
+    sets ``valid.rmse`` or ``valid.hr@10``; tuning never reads the test part). None: no objective."""
+    if not objective:
+        return None
+    part, _, name = str(objective).partition(".")
+    value = metrics.get(part, {}).get(name)
+    if value is None:
+        raise UserError(f"objective={objective!r} was not measured (measured: "
+                        f"{ {p: sorted(m) for p, m in metrics.items() if p in ('valid', 'test')} }); "
+                        "tuning needs a validation part: split.valid_ratio > 0")
+    return float(value)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,8 @@ class UserFeatureExtractor:
         centrality: :class:`CentralityConfig` (or a dict of its fields).
         scaling: graph feature scaling fitted on the training users in the graph
             (``max`` = the paper's division by the column max, ``minmax``, ``standard``, ``none``).
-        graph_features: which of :data:`FEATURES` to keep (all six by default).
+        graph_features: which of :data:`FEATURES` to keep (None: all six; an empty list: none, the
+            vector is the side information alone -- the graph is still built for cold-user fold-in).
         use_side: join the side information (False: graph features only).
         zip_region: add the zip code's first character as a one-hot region.
         max_degree: None, or each user keeps its ``max_degree`` strongest links (bounded edges).
@@ -158,7 +159,7 @@ class UserFeatureExtractor:
         self.max_degree, self.block = max_degree, int(block)
         self.centrality = CentralityConfig.from_any(centrality)
         self.scaling = scaling
-        self.graph_feature_names = tuple(graph_features) if graph_features else FEATURES
+        self.graph_feature_names = FEATURES if graph_features is None else tuple(graph_features)
         unknown = set(self.graph_feature_names) - set(FEATURES)
         if unknown:
             raise ValueError(f"unknown graph feature(s) {sorted(unknown)}; known: {FEATURES}")
@@ -168,7 +169,8 @@ class UserFeatureExtractor:
 
     @property
     def names(self) -> list[str]:
-        return [f"graph:{n}" for n in self.graph_feature_names] + (self.side.names if self.use_side else [])
+        names = [f"graph:{n}" for n in self.graph_feature_names] + (self.side.names if self.use_side else [])
+        return names or ["constant"]
 
     def fit_transform(self, train: pd.DataFrame, users: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
         """Build the graph on ``train`` and return the (n_users, d) joined vectors of all users."""
@@ -195,7 +197,10 @@ class UserFeatureExtractor:
         parts = [g.astype(np.float32)]
         if self.use_side:
             parts.append(self.side.transform(users.iloc[rows]))
-        return np.concatenate(parts, 1)
+        out = np.concatenate(parts, 1)
+        if out.shape[1] == 0:  # no graph features and no side info: one constant column, no information
+            out = np.zeros((len(rows), 1), np.float32)
+        return out
 
     def transform_new(self, new_ratings: pd.DataFrame, new_users: np.ndarray, users: pd.DataFrame) -> np.ndarray:
         """Vectors of users unseen by fit from their revealed ratings (possibly none).

@@ -54,8 +54,8 @@ class CentralityConfig:
         closeness, betweenness, load: ``auto`` | ``exact`` | ``sampled`` | ``skip`` per feature.
         n_pivots: sources sampled by ``sampled`` (and by ``auto`` above ``exact_max_nodes``).
         exact_max_nodes: ``auto`` is exact up to this many graph nodes.
-        self_loops: add a self-loop to every node, as the authors' script does (changes degree,
-            PageRank and average neighbour degree only; shortest paths ignore self-loops).
+        self_loops: add a self-loop to every node, as the authors' feature script does (default; changes
+            degree, PageRank and average neighbour degree only; shortest paths ignore self-loops).
         pagerank_alpha, pagerank_tol, pagerank_max_iter: as ``nx.pagerank``.
         backend: a networkx backend name (``nx-parallel``) passed as ``backend=`` to the networkx
             functions; requires ``engine=networkx``.
@@ -81,7 +81,7 @@ class CentralityConfig:
     load: str = "auto"
     n_pivots: int = 512
     exact_max_nodes: int = 4000
-    self_loops: bool = False
+    self_loops: bool = True
     pagerank_alpha: float = 0.85
     pagerank_tol: float = 1e-6
     pagerank_max_iter: int = 100

@@ -12,7 +12,8 @@ Pipeline, all of it fitted on the training ratings only:
 
    - ``predictor="paper"``: the cluster's mean rating of the item (the paper's rule), falling back to
      the item's mean rating, then the cluster's mean rating, then the global mean;
-   - ``predictor="residual"`` (default): global + user + item biases (:func:`fit_biases`) plus the
+   - ``predictor="agreement_knn"`` (default; not part of the paper): global + user + item biases
+     (:func:`fit_biases`) plus the
      cluster's shrunk mean residual on the item (backfitted with the biases), plus a neighbourhood
      residual over GHRS's own similarity -- the rate at which two users (items) gave the same rating
      -- from the user side and the item side (:class:`NeighbourConfig`). The clusters also give a cold
@@ -20,7 +21,8 @@ Pipeline, all of it fitted on the training ratings only:
 
      The cluster term alone barely moves the bias baseline (the codes of graph centralities and
      demographics say little about taste: ML-100K u1 validation RMSE 0.9435 -> 0.9428); the
-     agreement neighbourhood is what brings it below 0.93 (see NOTES.md, ``## GHRS``).
+     agreement neighbourhood is what brings it below 0.93 (see NOTES.md, ``## GHRS``). ``"residual"``
+     is its former name, still accepted with a deprecation warning.
 
 :class:`GHRSFeatures` holds steps 1-5 (and the item-side counterpart: item graph, popularity, genres,
 decade, item autoencoder codes) as arrays that other models reuse; ``transform_users`` folds in users
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -42,6 +45,7 @@ import scipy.sparse as sp
 from ghrs.autoencoder import AutoEncoderConfig, TrainedAutoEncoder, train_autoencoder
 from ghrs.clustering import ClusterResult, fit_clusters, plot_elbow
 from ghrs.data.dataset import RatingsDataset
+from ghrs.errors import UserError
 from ghrs.features.item_features import ItemFeatureExtractor
 from ghrs.features.user_features import StageLog, UserFeatureExtractor
 from ghrs.graph.graph_features import FEATURES, CentralityConfig
@@ -52,7 +56,9 @@ from ghrs.models.bias import fit_biases
 
 log = logging.getLogger(__name__)
 
-PREDICTORS = ("residual", "paper")
+PREDICTORS = ("agreement_knn", "paper")
+# Former predictor names -> current ones (accepted with a DeprecationWarning).
+PREDICTOR_ALIASES = {"residual": "agreement_knn"}
 PREDICTOR_PARAMS = ("predictor", "reg_user", "reg_item", "bias_epochs", "shrink_cluster_item", "shrink_cluster_bias",
                     "backfit_rounds", "neighbours")
 LEAKAGE = ("none", "features", "all")
@@ -126,6 +132,9 @@ class GHRSFeatures:
         ux = self.user_extractor
         self.users_table = dataset.users
         base = ux.fit_transform(train, dataset.users, n_users, n_items)
+        if ux.names == ["constant"] and self.n_clusters != 1:
+            raise UserError("ghrs: the user vector is empty (graph_features=[] and use_side=false), so codes "
+                            "and clusters carry nothing: keep graph features or side info, or set n_clusters=1")
         self.user_feature_names = ux.names
         with self.stages("autoencoder"):
             self.user_ae: TrainedAutoEncoder = train_autoencoder(base[self.trained_users], self.autoencoder_cfg,
@@ -363,7 +372,7 @@ class GHRSRecommender(Recommender):
     ``seconds`` the wall time of every stage.
 
     Args (predictor):
-        predictor: ``residual`` (default) or ``paper``.
+        predictor: ``agreement_knn`` (default) or ``paper`` (``residual``: agreement_knn's deprecated alias).
         reg_user, reg_item, bias_epochs: :func:`fit_biases` regularisation and sweeps.
         shrink_cluster_item: pseudo-count shrinking a cluster's mean residual on an item towards 0.
         shrink_cluster_bias: pseudo-count (users) shrinking a cluster's mean user bias towards 0.
@@ -398,7 +407,7 @@ class GHRSRecommender(Recommender):
         item_same_rating: bool = False,
         item_centrality: dict | None = None,
         item_autoencoder: dict | None = None,
-        predictor: str = "residual",
+        predictor: str = "agreement_knn",
         reg_user: float = 15.0,
         reg_item: float = 10.0,
         bias_epochs: int = 10,
@@ -439,6 +448,11 @@ class GHRSRecommender(Recommender):
         return self.stages.seconds
 
     def _set_predictor_params(self, **p) -> None:
+        if p["predictor"] in PREDICTOR_ALIASES:
+            new = PREDICTOR_ALIASES[p["predictor"]]
+            warnings.warn(f"ghrs predictor={p['predictor']!r} is deprecated: it is now called {new!r}",
+                          DeprecationWarning, stacklevel=3)
+            p["predictor"] = new
         if p["predictor"] not in PREDICTORS:
             raise ValueError(f"ghrs predictor must be one of {PREDICTORS}, got {p['predictor']!r}")
         if (min(p["reg_user"], p["reg_item"], p["shrink_cluster_item"], p["shrink_cluster_bias"]) < 0
@@ -536,7 +550,7 @@ class GHRSRecommender(Recommender):
         self._fit_state = _ResidualState(mu, b_u, b_i, resid_ci.reshape(k, n_items), cluster_bias)
         self.state = _ResidualState(mu, b_u.copy(), b_i, resid_ci.reshape(k, n_items), cluster_bias)
         self.nbr = None
-        if self.predictor == "residual" and self.neighbours.active:
+        if self.predictor == "agreement_knn" and self.neighbours.active:
             e = r - mu - b_u[u] - b_i[i] - resid_ci[cell]
             self.nbr = _Neighbourhood(self.neighbours).fit(ratings, e, ds.n_users, n_items)
 

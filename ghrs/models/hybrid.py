@@ -34,10 +34,12 @@ from torch_geometric.utils import to_torch_csr_tensor
 
 from ghrs import artefacts, distributed
 from ghrs.data.dataset import RatingsDataset
+from ghrs.errors import UserError
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
 from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
+from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
 from ghrs.models.ghrs import GHRSRecommender
 from ghrs.training import TrainerConfig, TrainState, train_loop
@@ -46,6 +48,35 @@ log = logging.getLogger(__name__)
 
 N_STEP_FEATURES = 2  # per interaction: centred rating, log(1 + days since the previous interaction)
 GHRS_CACHE = "ghrs_fit.safetensors"  # the fitted GHRS model and base predictions, reused on resume
+
+# ``model.use``: ablation switches, one per component (all on by default; see HybridRecommender).
+USE_DEFAULTS = {"graph_features": True, "codes": True, "clusters": True, "side": True, "graph_embedding": True,
+                "neighbourhood": True}
+# Switches that change how GHRS itself is fitted (so a pre-fitted GHRS model cannot honour them).
+USE_GHRS = ("graph_features", "clusters", "side", "neighbourhood")
+
+
+def resolve_use(use: dict | None) -> dict[str, bool]:
+    """``model.use`` with defaults filled in; an unknown switch is a user error."""
+    use = dict(use or {})
+    unknown = set(use) - set(USE_DEFAULTS)
+    if unknown:
+        raise UserError(f"hybrid: unknown model.use switch(es) {sorted(unknown)}; known: {sorted(USE_DEFAULTS)}")
+    return {k: bool(use.get(k, v)) for k, v in USE_DEFAULTS.items()}
+
+
+def ghrs_ablation_kwargs(use: dict[str, bool]) -> dict:
+    """GHRSRecommender keyword arguments that switch off the GHRS components ``use`` disables."""
+    out: dict = {}
+    if not use["graph_features"]:
+        out["graph_features"] = []  # the user vector = side information only
+    if not use["side"]:
+        out["use_side"] = False
+    if not use["clusters"]:
+        out["n_clusters"] = 1  # one cluster: no cluster-item residual, a constant cluster embedding
+    if not use["neighbourhood"]:
+        out["neighbours"] = {"weight_user": 0.0, "weight_item": 0.0}
+    return out
 
 
 def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +90,9 @@ class Sequences:
     """Right-padded, time-ordered histories of every user, truncated to the last ``max_len``.
 
     Attributes (tensors, n_users rows): ``items`` (n_users, L) long, 1-based ids (0 = padding);
-    ``ratings`` (n_users, L) float; ``features`` (n_users, L, 2); ``lengths`` (n_users,) long.
+    ``ratings`` (n_users, L) float; ``features`` (n_users, L, 2); ``lengths`` (n_users,) long;
+    ``offsets`` (n_users,) long: interactions before the window (position t of the window is the user's
+    ``offsets + t``-th interaction, 0-based).
     """
 
     def __init__(self, history: pd.DataFrame, n_users: int, max_len: int, mu: float):
@@ -71,6 +104,7 @@ class Sequences:
         u, pos = u[keep], pos[keep] - np.maximum(counts[u[keep]] - max_len, 0)
         L = max(1, int(min(max_len, counts.max(initial=0))))
         self.lengths = torch.as_tensor(np.minimum(counts, max_len), dtype=torch.long)
+        self.offsets = torch.as_tensor(np.maximum(counts - max_len, 0), dtype=torch.long)
         self.items = torch.zeros(n_users, L, dtype=torch.long)
         self.ratings = torch.zeros(n_users, L)
         self.features = torch.zeros(n_users, L, N_STEP_FEATURES)
@@ -85,7 +119,7 @@ class Sequences:
         self.features[u, pos, 1] = torch.as_tensor(np.log1p(np.maximum(gaps, 0) / 86_400.0), dtype=torch.float32)
 
     def to(self, device: torch.device) -> Sequences:
-        for name in ("items", "ratings", "features", "lengths"):
+        for name in ("items", "ratings", "features", "lengths", "offsets"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -252,6 +286,17 @@ class HybridRecommender(Recommender):
             cold user with few ratings leans on the GHRS base prediction.
         base_folds: K > 1: the rating head learns to correct out-of-fold GHRS predictions of the training
             ratings (K extra GHRS fits); 1: in-sample predictions.
+        use: ablation switches (each true by default), ``{"graph_features", "codes", "clusters", "side",
+            "graph_embedding", "neighbourhood"}``: GHRS graph features (false: the GHRS user vector is the
+            side information alone, so codes and clusters carry no graph signal either), the autoencoder
+            code in the user vector, the k-means clusters (false: one cluster, i.e. no cluster-item
+            residual in the base and a constant cluster embedding), user side information (GHRS's
+            ``use_side``), the LightGCN embedding (false: ``graph_layers`` = 0), the agreement-
+            neighbourhood residual of the base predictor. The sequence encoder is switched off with
+            ``encoder=none``.
+        autorec: None (off), or keyword arguments of :class:`~ghrs.models.autorec.AutoRecRecommender`: an
+            item-based AutoRec joins the base prediction, blended with GHRS's by least squares on their
+            out-of-fold predictions of the training ratings (needs ``base_folds`` > 1).
     """
 
     def __init__(
@@ -271,6 +316,8 @@ class HybridRecommender(Recommender):
         base_folds: int = 5,
         trainer: dict | TrainerConfig | None = None,
         seed: int = 0,
+        use: dict | None = None,
+        autorec: dict | None = None,
     ):
         heads = {"rating": 1.0, "ranking": 1.0, **(heads or {})}
         if min(heads.values()) < 0 or max(heads.values()) == 0:
@@ -283,7 +330,17 @@ class HybridRecommender(Recommender):
         self.ghrs_fitted = ghrs if isinstance(ghrs, GHRSRecommender) else None
         if self.ghrs_fitted is not None and base_folds != 1:
             raise ValueError("hybrid: a pre-fitted GHRS model needs base_folds=1 (no GHRS refits)")
-        self.ghrs_kwargs = {"seed": seed, **(ghrs if isinstance(ghrs, dict) else {})}
+        self.use = resolve_use(use)
+        off = [k for k in USE_GHRS if not self.use[k]]
+        if self.ghrs_fitted is not None and off:
+            raise UserError(f"hybrid: model.use switches {off} change how GHRS is fitted: pass GHRS settings, "
+                            "not a pre-fitted GHRS model")
+        ghrs_kwargs = {"seed": seed, **(ghrs if isinstance(ghrs, dict) else {})}
+        ablate = ghrs_ablation_kwargs(self.use)
+        if "neighbours" in ablate:
+            ablate["neighbours"] = {**dict(ghrs_kwargs.get("neighbours") or {}), **ablate["neighbours"]}
+        self.ghrs_kwargs = {**ghrs_kwargs, **ablate}
+        graph_layers = graph_layers if self.use["graph_embedding"] else 0
         self.dim, self.graph_layers, self.use_user_id = dim, graph_layers, use_user_id
         self.heads, self.n_negatives, self.max_len, self.dropout = heads, n_negatives, max_len, dropout
         if graph_fanout is not None and (graph_fanout < 1 or (heads["ranking"] and not n_negatives)):
@@ -298,6 +355,10 @@ class HybridRecommender(Recommender):
         if base_folds < 1:
             raise ValueError(f"hybrid base_folds must be >= 1, got {base_folds}")
         self.base_folds = int(base_folds)
+        if autorec is not None and self.base_folds <= 1:
+            raise UserError("hybrid: model.autorec needs base_folds > 1 (its blend weights are fitted on "
+                            "out-of-fold predictions)")
+        self.autorec_kwargs = None if autorec is None else {"seed": seed, **dict(autorec)}
         self.trainer = TrainerConfig.from_any(trainer)
         for key in ("autoencoder", "item_autoencoder"):  # the GHRS autoencoders train where the network does
             if isinstance(self.ghrs_kwargs.get(key, {}), dict):
@@ -319,21 +380,27 @@ class HybridRecommender(Recommender):
         torch.manual_seed(self.seed)
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
-        # A resumed run reads GHRS and its out-of-fold base predictions from the run dir (no refit).
+        # A resumed run reads GHRS (and AutoRec) with the out-of-fold base predictions from the run dir (no refit).
         cache = run_dir is not None and self.ghrs_fitted is None and Path(run_dir) / GHRS_CACHE
-        cache_key = artefacts.fingerprint(train, self.ghrs_kwargs, self.base_folds, self.max_len, self.seed,
-                                          dataset.n_users, dataset.n_items) if cache else ""
+        cache_key = artefacts.fingerprint(train, self.ghrs_kwargs, self.autorec_kwargs, self.base_folds,
+                                          self.max_len, self.seed, dataset.n_users, dataset.n_items) if cache else ""
         cached = artefacts.load_cache(cache, cache_key) if cache and self.trainer.resume else None
+        self.autorec = None
+        self.blend_ = np.array([0.0, 1.0])  # base = blend_ . [1, GHRS prediction (, AutoRec prediction)]
         if cached is not None:
             log.info("hybrid: GHRS fit and base predictions read from %s (resume)", cache)
             self.ghrs = cached["ghrs"]
             self.ghrs.dataset = dataset
+            self.autorec, self.blend_ = cached["autorec"], cached["blend"]
+            if self.autorec is not None:
+                self.autorec.dataset = dataset
         else:
             self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+            if self.autorec_kwargs is not None:
+                self.autorec = AutoRecRecommender(**self.autorec_kwargs).fit(dataset, train)
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
         f = self.ghrs.features
-        user_static = np.concatenate([f.user_features, f.user_codes], 1)
-        self.user_static, self._u_mean, self._u_std = _standardise(user_static, self.trained_users)
+        self.user_static, self._u_mean, self._u_std = _standardise(self._user_static_raw(), self.trained_users)
         item_parts = [f.item_features, f.item_codes] if getattr(f, "item_side", False) else [np.zeros((n_items, 0))]
         item_static = np.concatenate(item_parts, 1)
         item_static, _, _ = _standardise(item_static, np.arange(n_items))
@@ -352,7 +419,8 @@ class HybridRecommender(Recommender):
         else:
             base_values = self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy())
             if cache and distributed.is_main():  # one writer under DDP
-                artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values},
+                artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values,
+                                                        "autorec": self.autorec, "blend": self.blend_},
                                      hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
         base[ru, rt] = torch.as_tensor(base_values)
         seqs, base = seqs.to(dev), base.to(dev)  # the loop moves the net and the batches of users there
@@ -383,8 +451,9 @@ class HybridRecommender(Recommender):
             tr = seqs.ratings[users, 1:L][mask]  # u (N, dim), target (N,) rows of graph_i, tr (N,)
             loss = u.new_zeros(())
             if self.heads["rating"]:
-                n_seen = torch.arange(1, L, device=dev).expand(len(users), -1)[mask].float()  # items behind each state
-                weight = n_seen / (n_seen + self.residual_shrinkage)
+                # items behind each state, counted over the whole history (as at prediction), not the window
+                n_seen = (seqs.offsets[users, None] + torch.arange(1, L, device=dev)).expand(len(users), -1)[mask].float()
+                weight = self._residual_weight(n_seen)
                 pred = base[users, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
                 loss = loss + self.heads["rating"] * F.mse_loss(pred, tr, reduction="sum")
             if self.heads["ranking"]:
@@ -396,6 +465,18 @@ class HybridRecommender(Recommender):
         self.set_history(train)
         return self
 
+    def _residual_weight(self, n_seen: torch.Tensor) -> torch.Tensor:
+        """n_seen (N,) interactions known before the rated item -> (N,) weight n / (n + c) of the learned
+        residual; the same function of the full-history count at training and at prediction."""
+        return n_seen / (n_seen + self.residual_shrinkage)
+
+    def _base_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(n,) base rating the head refines: GHRS's prediction, or its blend with AutoRec's."""
+        parts = [np.ones(len(users)), self.ghrs.predict(users, items)]
+        if self.autorec is not None:
+            parts.append(self.autorec.predict(users, items))
+        return self.clip(np.column_stack(parts) @ self.blend_)
+
     def _base_for_training(self, train: pd.DataFrame, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """GHRS base prediction of each training rating (user, item) the rating head learns to correct.
 
@@ -404,22 +485,32 @@ class HybridRecommender(Recommender):
         gets its base from a GHRS model fitted on the other K-1 folds (stacking), as at test time.
         """
         if self.base_folds <= 1:
-            return self.ghrs.predict(users, items)
+            return self._base_predict(users, items)
         rng = np.random.default_rng(self.seed)
         fold = rng.integers(0, self.base_folds, len(train))
         key = pd.MultiIndex.from_arrays([train["user"].to_numpy(), train["item"].to_numpy()])
-        oof = np.empty(len(train))
+        oof = np.empty((len(train), 1 + (self.autorec is not None)))
         for f in range(self.base_folds):
             held = fold == f
+            hu, hi = train["user"].to_numpy()[held], train["item"].to_numpy()[held]
             model = GHRSRecommender(**{**self.ghrs_kwargs, "alpha_sweep": None}).fit(self.dataset, train[~held])
             model.set_history(train[~held])
-            oof[held] = model.predict(train["user"].to_numpy()[held], train["item"].to_numpy()[held])
+            oof[held, 0] = model.predict(hu, hi)
+            if self.autorec is not None:
+                oof[held, 1] = AutoRecRecommender(**self.autorec_kwargs).fit(self.dataset, train[~held]).predict(hu, hi)
+        if self.autorec is not None:
+            # stacking: least-squares blend of the components' out-of-fold predictions
+            design = np.column_stack([np.ones(len(train)), oof])
+            self.blend_ = np.linalg.lstsq(design, train["rating"].to_numpy(np.float64), rcond=None)[0]
+            log.info("hybrid: base blend [1, GHRS, AutoRec] weights %s", np.round(self.blend_, 4))
+        oof = self.clip(np.column_stack([np.ones(len(train)), oof]) @ self.blend_) if self.autorec is not None \
+            else oof[:, 0]
         pos = key.get_indexer(pd.MultiIndex.from_arrays([users, items]))
         if (pos < 0).any():
             raise RuntimeError("internal: a training position without a training rating")
-        log.info("hybrid: out-of-fold GHRS base (%d folds): RMSE %.4f vs in-sample %.4f", self.base_folds,
+        log.info("hybrid: out-of-fold base (%d folds): RMSE %.4f vs in-sample %.4f", self.base_folds,
                  np.sqrt(np.mean((oof - train["rating"].to_numpy()) ** 2)),
-                 np.sqrt(np.mean((self.ghrs.predict(train["user"].to_numpy(), train["item"].to_numpy())
+                 np.sqrt(np.mean((self._base_predict(train["user"].to_numpy(), train["item"].to_numpy())
                                   - train["rating"].to_numpy()) ** 2)))
         return oof[pos].astype(np.float32)
 
@@ -532,6 +623,8 @@ class HybridRecommender(Recommender):
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history
         self.ghrs.set_history(history)  # folds in users without training ratings (features, cluster, bias)
+        if getattr(self, "autorec", None) is not None:
+            self.autorec.set_history(history)  # revealed ratings enter the items' input vectors
         if (~self.trained_users[history["user"].to_numpy()]).any() or len(self.user_static) < self.dataset.n_users:
             self._refresh_static()
         self._encode_history(history)
@@ -539,18 +632,24 @@ class HybridRecommender(Recommender):
     def _refresh_static(self) -> None:
         """Copy the (folded-in) GHRS user vectors and clusters into the network's buffers."""
         f = self.ghrs.features
-        x = np.concatenate([f.user_features, f.user_codes], 1)
-        self.user_static = ((x - self._u_mean) / self._u_std).astype(np.float32)
+        self.user_static = ((self._user_static_raw() - self._u_mean) / self._u_std).astype(np.float32)
         self.net.user_static = torch.as_tensor(self.user_static, device=self._device())
         self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long, device=self._device())
 
     def side_encoder(self):
         return self.ghrs.side_encoder()
 
+    def _user_static_raw(self) -> np.ndarray:
+        """(n_users, d) GHRS user vector the network sees: [graph features | side | AE code (``use.codes``)]."""
+        f = self.ghrs.features
+        return np.concatenate([f.user_features, f.user_codes], 1) if self.use["codes"] else f.user_features
+
     def _grow_users(self, n_old: int, n_new: int) -> None:
         grow = n_new - n_old
         self.ghrs.dataset = self.dataset
         self.ghrs._grow_users(n_old, n_new)
+        if getattr(self, "autorec", None) is not None:
+            self.autorec.dataset = self.dataset
         self.trained_users = np.concatenate([self.trained_users, np.zeros(grow, bool)])
         net = self.net
         net.n_users = n_new
@@ -605,10 +704,9 @@ class HybridRecommender(Recommender):
         dev = self._device()
         u = torch.as_tensor(users, device=dev)
         i = torch.as_tensor(items, device=dev)
-        base = torch.as_tensor(self.ghrs.predict(users, items), dtype=torch.float32, device=dev)
+        base = torch.as_tensor(self._base_predict(users, items), dtype=torch.float32, device=dev)
         if self.heads["rating"]:
-            n_seen = self.n_history[u].float()
-            weight = n_seen / (n_seen + self.residual_shrinkage)
+            weight = self._residual_weight(self.n_history[u].float())
             base = base + weight * (self.net.rating_proj(self._user_vectors(users)) * self.item_vectors[i]).sum(-1)
         return self.clip(base.cpu().numpy())
 

@@ -40,7 +40,7 @@ def fitted(data):
 def test_both_predictors_give_finite_clipped_predictions(data, fitted):
     ds, s = data
     u, i = s.test["user"].to_numpy(), s.test["item"].to_numpy()
-    for predictor in ("residual", "paper"):
+    for predictor in ("agreement_knn", "paper"):
         m = fitted.refit_predictor(predictor=predictor)
         m.set_history(s.train)
         p = m.predict(u, i)
@@ -50,14 +50,14 @@ def test_both_predictors_give_finite_clipped_predictions(data, fitted):
         # score and predict agree (up to clipping)
         np.testing.assert_allclose(np.clip(scores[1], 1, 5), m.predict(np.full(ds.n_items, 5), np.arange(ds.n_items)),
                                    rtol=1e-5)
-    fitted.refit_predictor(predictor="residual")
+    fitted.refit_predictor(predictor="agreement_knn")
     # on planted data the default predictor beats the bias baseline and the paper rule beats the global mean
     bias = BiasRecommender().fit(ds, s.train)
     y = s.test["rating"].to_numpy()
     assert rmse(fitted.predict(u, i), y) < rmse(bias.predict(u, i), y)
     paper = fitted.refit_predictor(predictor="paper").predict(u, i)
     assert rmse(paper, y) < rmse(np.full(len(y), s.train["rating"].mean()), y)
-    fitted.refit_predictor(predictor="residual")
+    fitted.refit_predictor(predictor="agreement_knn")
 
 
 def test_feature_arrays_for_hybrid_models(data, fitted):
@@ -219,3 +219,15 @@ def test_neighbour_candidate_pool(data, fitted):
     assert rmse(s.test["rating"].to_numpy(), p) < rmse(s.test["rating"].to_numpy(), np.full(len(p), s.train["rating"].mean()))
     with pytest.raises(ValueError, match="candidates"):
         GHRSRecommender(neighbours={"candidates": 0})
+
+
+def test_residual_is_a_deprecated_alias_of_agreement_knn(data, fitted):
+    _, s = data
+    u, i = s.test["user"].to_numpy(), s.test["item"].to_numpy()
+    expected = fitted.refit_predictor(predictor="agreement_knn").predict(u, i)
+    with pytest.warns(DeprecationWarning, match="now called 'agreement_knn'"):
+        fitted.refit_predictor(predictor="residual")
+    assert fitted.predictor == "agreement_knn"
+    np.testing.assert_array_equal(fitted.predict(u, i), expected)
+    with pytest.warns(DeprecationWarning):
+        assert GHRSRecommender(predictor="residual").predictor == "agreement_knn"

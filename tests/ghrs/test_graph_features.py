@@ -57,7 +57,7 @@ def test_matrix_engine_matches_networkx(seed, self_loops):
 def test_networkx_engine_is_networkx():
     g, adj = small_graph(3)
     ref = networkx_reference(g, False)
-    f = compute_graph_features(adj, CentralityConfig(engine="networkx"))
+    f = compute_graph_features(adj, CentralityConfig(engine="networkx", self_loops=False))
     for j, name in enumerate(FEATURES):
         expected = np.array([ref[name].get(v, 0.0) for v in range(adj.shape[0])])
         np.testing.assert_allclose(f.values[:, j], expected, rtol=1e-9, atol=1e-12, err_msg=name)
@@ -123,8 +123,10 @@ def test_empty_and_tiny_graphs():
     f = compute_graph_features(sp.csr_matrix((5, 5)))
     assert f.values.shape == (5, 6) and not f.values.any() and not f.in_graph.any()
     one_edge = sp.csr_matrix(([1, 1], ([0, 1], [1, 0])), shape=(3, 3))
-    f = compute_graph_features(one_edge)
+    f = compute_graph_features(one_edge, CentralityConfig(self_loops=False))
     assert np.allclose(f.values[:2, FEATURES.index("degree")], 1.0) and np.allclose(f.values[:2, 3], 0.0)
+    f = compute_graph_features(one_edge)  # default: the authors' self-loops, which count twice in the degree
+    assert np.allclose(f.values[:2, FEATURES.index("degree")], 3.0) and np.allclose(f.values[:2, 3], 0.0)
 
 
 @pytest.mark.parametrize("kind", ["max", "minmax", "standard", "none"])
@@ -149,3 +151,28 @@ def test_dense_and_sparse_products_agree(dense):
     np.testing.assert_allclose(got["betweenness"], [ref[v] for v in nodes], rtol=1e-9, atol=1e-12)
     ref = nx.load_centrality(h)
     np.testing.assert_allclose(got["load"], [ref[v] for v in nodes], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["matrix", "networkx"])
+def test_default_features_follow_the_authors_graph_construction(engine):
+    """The default config reproduces the authors' feature script (hadoov/GHRS ``Features100K.py``): an
+    edge list where every edge (a, b) also adds (a, a) and (b, b) with weight 1, PageRank on its directed
+    version, and all six networkx functions on that looped graph (average neighbour degree weighted)."""
+    g, adj = small_graph(5)
+    authors = nx.Graph()
+    for a, b in g.edges():
+        authors.add_edge(a, b, weight=1)
+        authors.add_edge(a, a, weight=1)
+        authors.add_edge(b, b, weight=1)
+    ref = {
+        "pagerank": nx.pagerank(authors.to_directed()),
+        "degree": nx.degree_centrality(authors),
+        "closeness": nx.closeness_centrality(authors),
+        "betweenness": nx.betweenness_centrality(authors),
+        "load": nx.load_centrality(authors),
+        "avg_neighbor_degree": nx.average_neighbor_degree(authors, weight="weight"),
+    }
+    f = compute_graph_features(adj, CentralityConfig(engine=engine, dtype="float64"))
+    for j, name in enumerate(FEATURES):
+        expected = np.array([ref[name].get(v, 0.0) for v in range(adj.shape[0])])
+        np.testing.assert_allclose(f.values[:, j], expected, rtol=1e-6, atol=1e-12, err_msg=name)

@@ -11,6 +11,7 @@ from torch.utils._pytree import tree_leaves
 
 from ghrs.data.splits import ColdUserSplit, RandomSplit
 from ghrs.data.synthetic import make_synthetic
+from ghrs.errors import UserError
 from ghrs.evaluation import evaluate
 from ghrs.models.bias import BiasRecommender
 from ghrs.models.hybrid import HybridRecommender
@@ -182,3 +183,111 @@ def test_sampled_graph_embeddings_equal_the_full_ones_with_a_large_fanout(data):
         su, si = m.net.sampled_graph_embeddings(users, items, fanout=ds.n_users + ds.n_items)
     torch.testing.assert_close(su, full_u[users], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(si, full_i[items], atol=1e-5, rtol=1e-4)
+
+
+def test_residual_weight_counts_the_whole_history_at_training_and_prediction(monkeypatch):
+    """With histories longer than max_len the learned residual's weight n/(n+c) must use the same n --
+    the interactions before the rated item over the whole history -- at training and at prediction."""
+    ds = make_synthetic(n_users=40, n_items=50, ratings_per_user=20, seed=5)
+    s = RandomSplit(0.1, seed=0)(ds)
+    max_len = 6
+    seen: list[torch.Tensor] = []
+    original = HybridRecommender._residual_weight
+
+    def spy(self, n_seen):
+        seen.append(n_seen.detach().clone())
+        return original(self, n_seen)
+
+    monkeypatch.setattr(HybridRecommender, "_residual_weight", spy)
+    m = hybrid(epochs=1, max_len=max_len, heads={"rating": 1.0, "ranking": 0.0}, base_folds=1)
+    m.fit(ds, s.train)  # no validation part: every recorded call is a training position
+    counts = np.bincount(s.train["user"].to_numpy(), minlength=ds.n_users)
+    assert counts.max() > max_len
+    # a user with H training ratings contributes the targets at whole-history positions H-L+1 .. H-1
+    expected = np.concatenate([np.arange(max(h - max_len, 0) + 1, h) for h in counts if h >= 2])
+    got = torch.cat(seen).numpy()
+    np.testing.assert_array_equal(np.sort(got), np.sort(expected).astype(got.dtype))
+    assert got.max() == counts.max() - 1 > max_len  # not capped by the window
+    # prediction for a user's next item: n = its H known interactions
+    seen.clear()
+    u = int(np.argmax(counts))
+    m.predict(np.array([u]), np.array([0]))
+    assert seen[0].tolist() == [float(counts[u])]
+
+
+ABLATIONS = [{}, {"graph_features": False}, {"codes": False}, {"clusters": False}, {"side": False},
+             {"graph_embedding": False}, {"neighbourhood": False}, {"encoder": "none"}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: "-".join(f"{k}={v}" for k, v in a.items()) or "full")
+def test_no_ablation_switch_reads_test_ratings(ablation):
+    """Every ablation fits the same state whatever the test ratings are (garbage or removed)."""
+    from dataclasses import replace
+
+    ds = make_synthetic(n_users=60, n_items=50, ratings_per_user=20, seed=7)
+    s = RandomSplit(0.2, seed=0, valid_ratio=0.1)(ds)
+    use = {k: v for k, v in ablation.items() if k != "encoder"}
+    layer = ablation.get("encoder", "gru")
+
+    def fit(dataset):
+        torch.manual_seed(0)
+        return hybrid(layer=layer, epochs=2, use=use, base_folds=2).fit(dataset, s.train, s.valid)
+
+    a = fit(ds)
+    garbage = ds.ratings.copy()
+    rng = np.random.default_rng(0)
+    garbage.loc[s.test.index, "rating"] = rng.permutation(garbage.loc[s.test.index, "rating"].to_numpy())[::-1]
+    garbage.loc[s.test.index[::2], "rating"] = 1.0
+    vu, vi = s.valid["user"].to_numpy(), s.valid["item"].to_numpy()
+    for ratings in (garbage, ds.ratings.drop(index=s.test.index)):
+        b = fit(replace(ds, ratings=ratings))
+        for (name, x), (_, y) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
+            torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+        np.testing.assert_array_equal(a.predict(vu, vi), b.predict(vu, vi))
+        np.testing.assert_array_equal(a.score(np.unique(vu)), b.score(np.unique(vu)))
+
+
+def test_ablation_switches_remove_their_component(data):
+    ds, s = data
+    full = hybrid(epochs=1, base_folds=1).fit(ds, s.train)
+    n_graph = len(full.ghrs.features.user_extractor.graph_feature_names)
+    code_dim = full.ghrs.features.user_codes.shape[1]
+    assert full.user_static.shape[1] == full.ghrs.features.user_features.shape[1] + code_dim
+    no_codes = hybrid(epochs=1, base_folds=1, use={"codes": False}).fit(ds, s.train)
+    assert no_codes.user_static.shape[1] == full.user_static.shape[1] - code_dim
+    no_graph = hybrid(epochs=1, base_folds=1, use={"graph_features": False}).fit(ds, s.train)
+    assert no_graph.ghrs.features.user_features.shape[1] == full.ghrs.features.user_features.shape[1] - n_graph
+    no_side = hybrid(epochs=1, base_folds=1, use={"side": False}).fit(ds, s.train)
+    assert no_side.ghrs.features.user_features.shape[1] == n_graph
+    no_clusters = hybrid(epochs=1, base_folds=1, use={"clusters": False}).fit(ds, s.train)
+    assert no_clusters.ghrs.features.n_clusters_ == 1
+    no_lgcn = hybrid(epochs=1, base_folds=1, use={"graph_embedding": False}).fit(ds, s.train)
+    assert len(no_lgcn.net.graph_layers) == 0 and no_lgcn.graph_users is None
+    no_knn = hybrid(epochs=1, base_folds=1, use={"neighbourhood": False}).fit(ds, s.train)
+    assert no_knn.ghrs.nbr is None and full.ghrs.nbr is not None
+    with pytest.raises(UserError, match="unknown model.use"):
+        HybridRecommender(use={"graph": False})
+    with pytest.raises(UserError, match="pre-fitted"):
+        HybridRecommender(ghrs=full.ghrs, base_folds=1, use={"clusters": False})
+    with pytest.raises(UserError, match="user vector is empty"):
+        hybrid(epochs=1, base_folds=1, use={"graph_features": False, "side": False}).fit(ds, s.train)
+    # the rating protocol's default: no graph features, side info, codes or clusters -> a constant user vector
+    bare = hybrid(epochs=1, base_folds=1, use={"graph_features": False, "side": False, "codes": False,
+                                               "clusters": False}).fit(ds, s.train)
+    assert bare.ghrs.features.user_feature_names == ["constant"] and not bare.user_static.any()
+    assert np.isfinite(bare.predict(s.test["user"].to_numpy(), s.test["item"].to_numpy())).all()
+
+
+def test_autorec_base_is_a_stacked_blend(data):
+    """With model.autorec the base is a least-squares blend of GHRS and AutoRec fitted out of fold; the
+    rating head starts from it (epoch 0 = the blend) and both components see the same history."""
+    ds, s = data
+    m = hybrid(epochs=1, heads={"rating": 1.0, "ranking": 0.0}, base_folds=2,
+               autorec={"hidden": 16, "epochs": 5, "reg": 1.0}).fit(ds, s.train)
+    assert m.blend_.shape == (3,) and np.isfinite(m.blend_).all()
+    u, i = s.test["user"].to_numpy(), s.test["item"].to_numpy()
+    blend = np.clip(m.blend_[0] + m.blend_[1] * m.ghrs.predict(u, i) + m.blend_[2] * m.autorec.predict(u, i), 1, 5)
+    np.testing.assert_allclose(m._base_predict(u, i), blend, rtol=1e-6)
+    with pytest.raises(UserError, match="base_folds"):
+        HybridRecommender(autorec={}, base_folds=1)
