@@ -53,6 +53,7 @@ def evaluate(
         return {}
     history = history_for(split, which)
     model.set_history(history)
+    rating_metrics = rating_metrics and getattr(model, "predicts_ratings", True)  # ranking-only models
     out: dict[str, float] = {"n_ratings": float(len(target))}
     # Under DDP each rank takes a share of the ratings and users; sums are reduced over ranks below.
     rank, world = distributed.rank(), distributed.world_size()

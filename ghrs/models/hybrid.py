@@ -33,17 +33,20 @@ from torch_geometric.nn import LGConv
 from torch_geometric.utils import to_torch_csr_tensor
 
 from ghrs.data.dataset import RatingsDataset
+from ghrs.errors import UserError
+from ghrs.features.item_features import encode_item_side
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
 from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
 from ghrs.models.base import Recommender
-from ghrs.models.ghrs import GHRSRecommender
+from ghrs.models.ghrs import GHRSFeatures, GHRSRecommender
 from ghrs.training import TrainerConfig, TrainState, train_loop
 
 log = logging.getLogger(__name__)
 
 N_STEP_FEATURES = 2  # per interaction: centred rating, log(1 + days since the previous interaction)
+TRAIN_REGIMES = ("last_window", "all_prefixes")
 
 
 def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,34 +56,85 @@ def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ((x - mean) / std).astype(np.float32), mean, std
 
 
-class Sequences:
-    """Right-padded, time-ordered histories of every user, truncated to the last ``max_len``.
+def _flat_history(history: pd.DataFrame, mu: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """History sorted by (user, time) as flat per-interaction arrays: returns the sorted users (N,) and
+    ``{"items": 1-based ids (N,), "ratings": (N,), "features": (N, 2)}`` (centred rating, log(1 + days
+    since the user's previous interaction))."""
+    h = history.sort_values(["user", "timestamp"], kind="stable")
+    users = h["user"].to_numpy()
+    ratings = h["rating"].to_numpy(np.float32)
+    ts = h["timestamp"].to_numpy().astype(np.float64)
+    gaps = np.diff(ts, prepend=ts[:1])
+    feats = np.stack([ratings - mu, np.log1p(np.maximum(gaps, 0) / 86_400.0)], 1).astype(np.float32)
+    return users, {"items": h["item"].to_numpy() + 1, "ratings": ratings, "features": feats}
 
-    Attributes (tensors, n_users rows): ``items`` (n_users, L) long, 1-based ids (0 = padding);
-    ``ratings`` (n_users, L) float; ``features`` (n_users, L, 2); ``lengths`` (n_users,) long.
+
+class Sequences:
+    """Right-padded, time-ordered windows of the users' histories.
+
+    Built by :meth:`last` (one row per user: its last ``max_len`` interactions; what the model encodes
+    at prediction time) or :meth:`training` (the training regime's windows). Attributes (tensors, one
+    row per window): ``items`` (W, L) long, 1-based ids (0 = padding); ``ratings`` (W, L) float;
+    ``features`` (W, L, 2) (the time gap of a window's first step is 0); ``lengths`` (W,) long;
+    ``users`` (W,) long; ``offset`` (W,) long, position of the window's first item in the user's history;
+    ``loss_from`` (W,) long, the first window position whose item is a training target (>= 1).
     """
 
-    def __init__(self, history: pd.DataFrame, n_users: int, max_len: int, mu: float):
-        h = history.sort_values(["user", "timestamp"], kind="stable")
-        u = h["user"].to_numpy()
-        counts = np.bincount(u, minlength=n_users)
-        pos = h.groupby("user").cumcount().to_numpy()
-        keep = pos >= (counts[u] - max_len)  # the last max_len interactions of each user
-        u, pos = u[keep], pos[keep] - np.maximum(counts[u[keep]] - max_len, 0)
-        L = max(1, int(min(max_len, counts.max(initial=0))))
-        self.lengths = torch.as_tensor(np.minimum(counts, max_len), dtype=torch.long)
-        self.items = torch.zeros(n_users, L, dtype=torch.long)
-        self.ratings = torch.zeros(n_users, L)
-        self.features = torch.zeros(n_users, L, N_STEP_FEATURES)
-        items = h["item"].to_numpy()[keep] + 1
-        ratings = h["rating"].to_numpy(np.float32)[keep]
-        ts = h["timestamp"].to_numpy()[keep].astype(np.float64)
-        gaps = np.diff(ts, prepend=ts[:1])
-        gaps[pos == 0] = 0.0
-        self.items[u, pos] = torch.as_tensor(items)
-        self.ratings[u, pos] = torch.as_tensor(ratings)
-        self.features[u, pos, 0] = torch.as_tensor(ratings - mu)
-        self.features[u, pos, 1] = torch.as_tensor(np.log1p(np.maximum(gaps, 0) / 86_400.0), dtype=torch.float32)
+    def __init__(self, history: pd.DataFrame, n_users: int, user: np.ndarray, start: np.ndarray,
+                 length: np.ndarray, loss_from: np.ndarray, mu: float):
+        sorted_users, flat = _flat_history(history, mu)
+        first = np.searchsorted(sorted_users, np.arange(n_users))  # row of each user's first interaction
+        L = max(1, int(length.max(initial=0)))
+        pos = np.arange(L)
+        real = pos[None, :] < length[:, None]
+        idx = np.where(real, first[user][:, None] + start[:, None] + pos[None, :], 0)
+        real_t = torch.as_tensor(real)
+        self.items = torch.as_tensor(flat["items"][idx] if len(flat["items"]) else np.zeros(idx.shape, np.int64))
+        self.items = torch.where(real_t, self.items, 0).long()
+        self.ratings = torch.zeros(real.shape)
+        self.features = torch.zeros(*real.shape, N_STEP_FEATURES)
+        if len(flat["items"]):
+            self.ratings = torch.where(real_t, torch.as_tensor(flat["ratings"][idx]), 0.0)
+            self.features = torch.as_tensor(flat["features"][idx]) * real_t.unsqueeze(-1)
+            self.features[:, 0, 1] = 0.0  # no gap before a window's first step
+        self.lengths = torch.as_tensor(length, dtype=torch.long)
+        self.users = torch.as_tensor(user, dtype=torch.long)
+        self.offset = torch.as_tensor(start, dtype=torch.long)
+        self.loss_from = torch.as_tensor(loss_from, dtype=torch.long)
+
+    @classmethod
+    def last(cls, history: pd.DataFrame, n_users: int, max_len: int, mu: float) -> Sequences:
+        """One row per user (n_users rows): the last ``max_len`` interactions of its history."""
+        counts = np.bincount(history["user"].to_numpy(), minlength=n_users)
+        length = np.minimum(counts, max_len)
+        return cls(history, n_users, np.arange(n_users), counts - length, length, np.ones(n_users, np.int64), mu)
+
+    @classmethod
+    def training(cls, history: pd.DataFrame, n_users: int, max_len: int, mu: float, regime: str,
+                 stride: int | None = None) -> Sequences:
+        """The training windows of the users with at least 2 interactions.
+
+        ``last_window``: each user's last ``max_len`` interactions; every next item inside is a target.
+        ``all_prefixes``: every next-item target t = 1..n-1 of the whole history exactly once per epoch:
+        windows of up to ``max_len`` items ending at n, n - stride, n - 2 stride, ...; the window ending at
+        e trains the targets max(1, e - stride)..e-1, each predicted from the items before it in its
+        window (at least max_len - stride of them when the history has them). ``stride`` (1..max_len-1,
+        default max_len - 1: every item is in about one window) trades compute for context length.
+        """
+        counts = np.bincount(history["user"].to_numpy(), minlength=n_users)
+        users = np.flatnonzero(counts >= 2)
+        n = counts[users]
+        if regime == "last_window":
+            length = np.minimum(n, max_len)
+            return cls(history, n_users, users, n - length, length, np.ones(len(users), np.int64), mu)
+        stride = max_len - 1 if stride is None else stride
+        n_windows = -(-(n - 1) // stride)  # ceil((n - 1) / stride) windows cover targets 1..n-1
+        user = np.repeat(users, n_windows)
+        k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # 0 = latest
+        end = np.repeat(n, n_windows) - k * stride
+        start = np.maximum(0, end - max_len)
+        lo = np.maximum(1, end - stride)
+        return cls(history, n_users, user, start, end - start, lo - start, mu)
 
 
 class HybridNet(nn.Module):
@@ -98,6 +152,7 @@ class HybridNet(nn.Module):
         graph_layers: int,
         use_user_id: bool,
         dropout: float,
+        content: np.ndarray | None = None,
     ):
         super().__init__()
         n_users, n_items = len(user_static), len(item_static)
@@ -121,6 +176,15 @@ class HybridNet(nn.Module):
         self.user_mlp = nn.Sequential(nn.Linear(in_dim, dim * 2), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim * 2, dim))
         self.rating_proj = nn.Linear(dim, dim, bias=False)
         nn.init.zeros_(self.rating_proj.weight)  # start exactly at the base (GHRS) prediction
+        # Content tower (DropoutNet-style cold items): item content (n_items, d_c) -> (n_items, dim).
+        self.item_content = None
+        if content is not None:
+            self.register_buffer("content", torch.as_tensor(content, dtype=torch.float32))
+            self.item_content = nn.Sequential(nn.Linear(content.shape[1], dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def content_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """items (I,) -> (I, dim): the item vector from content alone (no id, no interactions)."""
+        return self.item_content(self.content[items])
 
     def item_base(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """(n_items, dim), or (len(items), dim) for the ``items`` given: id embedding + side projection
@@ -241,7 +305,19 @@ class HybridRecommender(Recommender):
             with n known interactions (the same weight at training positions and at prediction), so a
             cold user with few ratings leans on the GHRS base prediction.
         base_folds: K > 1: the rating head learns to correct out-of-fold GHRS predictions of the training
-            ratings (K extra GHRS fits); 1: in-sample predictions.
+            ratings (K extra GHRS fits); 1: in-sample predictions. Without the rating head no GHRS
+            predictor is fitted at all (only the GHRS features; the model then predicts no ratings).
+        use_ghrs_features: False: no GHRS fit, no static user/item features or clusters (needs the
+            rating head off). With ``use_graph_embedding=False`` and ``encoder=sasrec`` the hybrid is
+            a plain sequential model (``model=sasrec``).
+        use_graph_embedding: False: no LightGCN-style propagation (as ``graph_layers=0``).
+        train_regime: ``last_window`` (each user's last ``max_len`` items) or ``all_prefixes`` (every
+            next-item target of the whole history once per epoch, sliding windows; see
+            :meth:`Sequences.training`). ``trainer.batch_size`` counts sequences (windows).
+        window_stride: ``all_prefixes`` window step (null: ``max_len - 1``).
+        item_dropout: DropoutNet-style share of items per batch whose vector is replaced by the content
+            tower's (genres, year): trains the content path to score items alone; items without
+            training interactions always use it. 0: no content tower.
     """
 
     def __init__(
@@ -259,6 +335,11 @@ class HybridRecommender(Recommender):
         streaming: bool = True,
         residual_shrinkage: float = 40.0,
         base_folds: int = 5,
+        use_ghrs_features: bool = True,
+        use_graph_embedding: bool = True,
+        train_regime: str = "last_window",
+        window_stride: int | None = None,
+        item_dropout: float = 0.0,
         trainer: dict | TrainerConfig | None = None,
         seed: int = 0,
     ):
@@ -271,7 +352,7 @@ class HybridRecommender(Recommender):
         # A GHRSRecommender already fitted on the same training split is reused as it is (saves its
         # fit when sweeping encoders from Python); a dict holds the keyword arguments of a new one.
         self.ghrs_fitted = ghrs if isinstance(ghrs, GHRSRecommender) else None
-        if self.ghrs_fitted is not None and base_folds != 1:
+        if self.ghrs_fitted is not None and base_folds != 1 and heads["rating"]:
             raise ValueError("hybrid: a pre-fitted GHRS model needs base_folds=1 (no GHRS refits)")
         self.ghrs_kwargs = {"seed": seed, **(ghrs if isinstance(ghrs, dict) else {})}
         self.dim, self.graph_layers, self.use_user_id = dim, graph_layers, use_user_id
@@ -288,6 +369,21 @@ class HybridRecommender(Recommender):
         if base_folds < 1:
             raise ValueError(f"hybrid base_folds must be >= 1, got {base_folds}")
         self.base_folds = int(base_folds)
+        if heads["rating"] and not use_ghrs_features:
+            raise UserError("hybrid: the rating head refines GHRS's prediction; use_ghrs_features=false needs "
+                            "heads.rating=0")
+        if train_regime not in TRAIN_REGIMES:
+            raise UserError(f"hybrid train_regime must be one of {TRAIN_REGIMES}, got {train_regime!r}")
+        if window_stride is not None and not 1 <= window_stride <= max_len - 1:
+            raise UserError(f"hybrid window_stride must be null or in [1, max_len - 1 = {max_len - 1}], "
+                            f"got {window_stride}")
+        if train_regime == "all_prefixes" and max_len < 2:
+            raise UserError("hybrid train_regime=all_prefixes needs max_len >= 2")
+        if not 0.0 <= item_dropout < 1.0:
+            raise UserError(f"hybrid item_dropout must be in [0, 1), got {item_dropout}")
+        self.use_ghrs_features, self.use_graph_embedding = bool(use_ghrs_features), bool(use_graph_embedding)
+        self.train_regime, self.window_stride, self.item_dropout = train_regime, window_stride, float(item_dropout)
+        self.predicts_ratings = bool(heads["rating"])  # ranking-only without the rating head (no GHRS predictor)
         self.trainer = TrainerConfig.from_any(trainer)
 
     # -- fit ---------------------------------------------------------------------------------------
@@ -305,55 +401,67 @@ class HybridRecommender(Recommender):
         torch.manual_seed(self.seed)
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
-        self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+        self._fit_ghrs(dataset, train, valid)
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
-        f = self.ghrs.features
-        user_static = np.concatenate([f.user_features, f.user_codes], 1)
+        user_static, clusters, n_clusters, item_static = self._static_inputs()
         self.user_static, self._u_mean, self._u_std = _standardise(user_static, self.trained_users)
-        item_parts = [f.item_features, f.item_codes] if getattr(f, "item_side", False) else [np.zeros((n_items, 0))]
-        item_static = np.concatenate(item_parts, 1)
         item_static, _, _ = _standardise(item_static, np.arange(n_items))
         self.train_edges = train
+        # Items without training interactions: scored from content alone when the content tower exists.
+        self.cold_items = torch.as_tensor(np.bincount(train["item"].to_numpy(), minlength=n_items) == 0)
+        content = encode_item_side(dataset.items)[0] if self.item_dropout else None
+        if content is not None and content.shape[1] == 0:
+            raise UserError("hybrid item_dropout > 0 needs item side features (genres, year, ...) for the content "
+                            "tower; the dataset's item table has none: set model.item_dropout=0")
         self.net = HybridNet(
-            self.user_static, f.user_clusters, f.n_clusters_, item_static, self._make_encoder(n_items),
-            homogeneous_edge_index(dataset, train), self.dim, self.graph_layers, self.use_user_id, self.dropout,
+            self.user_static, clusters, n_clusters, item_static, self._make_encoder(n_items),
+            homogeneous_edge_index(dataset, train), self.dim, self.graph_layers if self.use_graph_embedding else 0,
+            self.use_user_id, self.dropout, content,
         )
-        seqs = Sequences(train, n_users, self.max_len, self.mu)
-        # The rating head refines GHRS's prediction: its base for every training position.
-        real = seqs.items > 0
-        ru, rt = real.nonzero(as_tuple=True)
-        base = torch.zeros(seqs.items.shape)
-        base[ru, rt] = torch.as_tensor(self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy()))
-        users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.numpy() >= 2))
-        bs = max(1, self.trainer.batch_size)
+        seqs = Sequences.training(train, n_users, self.max_len, self.mu, self.train_regime, self.window_stride)
+        if self.heads["rating"]:  # the rating head refines GHRS's prediction: its base for every position
+            real = seqs.items > 0
+            ru, rt = real.nonzero(as_tuple=True)
+            base = torch.zeros(seqs.items.shape)
+            base[ru, rt] = torch.as_tensor(self._base_for_training(train, seqs.users[ru].numpy(),
+                                                                   (seqs.items[ru, rt] - 1).numpy()))
+        bs = max(1, self.trainer.batch_size)  # sequences (windows) per optimiser step
+        log.info("hybrid: %s regime, %d training sequences, %d next-item targets, %d steps per epoch",
+                 self.train_regime, len(seqs.users), int(self._target_mask(seqs, torch.arange(len(seqs.users)))[0].sum()),
+                 -(-len(seqs.users) // bs))
 
         def batches(epoch: int):
-            perm = users_with_targets[torch.randperm(len(users_with_targets))]
+            perm = torch.randperm(len(seqs.users))
             for s in range(0, len(perm), bs):
                 yield perm[s : s + bs]
 
-        def loss_fn(net: HybridNet, users: torch.Tensor) -> torch.Tensor:
-            L = int(seqs.lengths[users].max())
-            items, feats, lengths = seqs.items[users, :L], seqs.features[users, :L], seqs.lengths[users]
+        def loss_fn(net: HybridNet, rows: torch.Tensor) -> torch.Tensor:
+            mask, L = self._target_mask(seqs, rows)
+            users = seqs.users[rows]
+            items, feats, lengths = seqs.items[rows, :L], seqs.features[rows, :L], seqs.lengths[rows]
             states, _ = net.encoder(items, lengths, feats)
-            mask = torch.arange(1, L) < lengths.unsqueeze(1)
             target = (items[:, 1:] - 1)[mask]  # (N,)
             neg = torch.randint(0, n_items, (self.n_negatives,)) if self.n_negatives else None
             if self.graph_fanout and len(net.graph_layers):
                 # item rows needed by the batch only: its targets and negatives
                 needed, where = torch.unique(target if neg is None else torch.cat([target, neg]), return_inverse=True)
-                graph_u, graph_i = net.sampled_graph_embeddings(users, needed, self.graph_fanout)
+                uniq, u_where = torch.unique(users, return_inverse=True)  # a user may own several windows
+                graph_u, graph_i = net.sampled_graph_embeddings(uniq, needed, self.graph_fanout)
+                graph_u = graph_u[u_where]
                 target, neg = where[: len(target)], (None if neg is None else where[len(target) :])
             else:
+                needed = None
                 graph_u, graph_i = net.graph_embeddings()
                 graph_u = graph_u[users] if graph_u is not None else None
+            graph_i = self._drop_items(net, graph_i, needed)
             u = net.user_repr(users, states[:, :-1], graph_u)[mask]  # state after t items predicts item t+1
-            tr = seqs.ratings[users, 1:L][mask]  # u (N, dim), target (N,) rows of graph_i, tr (N,)
+            tr = seqs.ratings[rows, 1:L][mask]  # u (N, dim), target (N,) rows of graph_i, tr (N,)
             loss = u.new_zeros(())
             if self.heads["rating"]:
-                n_seen = torch.arange(1, L).expand(len(users), -1)[mask].float()  # items behind each state
+                # items behind each state, counted from the user's first interaction
+                n_seen = (torch.arange(1, L).expand(len(rows), -1) + seqs.offset[rows, None])[mask].float()
                 weight = n_seen / (n_seen + self.residual_shrinkage)
-                pred = base[users, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
+                pred = base[rows, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
                 loss = loss + self.heads["rating"] * F.mse_loss(pred, tr)
             if self.heads["ranking"]:
                 loss = loss + self.heads["ranking"] * self._ranking_loss(u, target, graph_i, neg)
@@ -363,6 +471,50 @@ class HybridRecommender(Recommender):
                                             self._valid_fn(train, valid), run_dir)
         self.set_history(train)
         return self
+
+    @staticmethod
+    def _target_mask(seqs: Sequences, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(len(rows), L - 1) bool: window positions 1..L-1 whose item is a training target, and L."""
+        L = max(2, int(seqs.lengths[rows].max()))
+        pos = torch.arange(1, L)
+        return (pos < seqs.lengths[rows, None]) & (pos >= seqs.loss_from[rows, None]), L
+
+    def _fit_ghrs(self, dataset: RatingsDataset, train: pd.DataFrame, valid: pd.DataFrame | None) -> None:
+        """Fit exactly the GHRS parts used: the whole model (features + rating predictor) with the rating
+        head, its features alone without it, nothing when ``use_ghrs_features`` is off."""
+        self.ghrs, self.features = None, None
+        if self.heads["rating"]:
+            self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+            self.features = self.ghrs.features
+        elif self.use_ghrs_features:
+            if self.ghrs_fitted is not None:
+                self.features = self.ghrs_fitted.features
+            else:
+                spec = GHRSRecommender(**self.ghrs_kwargs)  # its feature settings; no fit
+                self.features = GHRSFeatures(**spec.feature_kwargs, stages=spec.stages).fit(dataset, train)
+                log.info("hybrid: GHRS features only (no rating head: no rating predictor), stage seconds %s",
+                         {k: round(v, 2) for k, v in spec.seconds.items()})
+
+    def _static_inputs(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """(user_static (n_users, d_u), clusters (n_users,), n_clusters, item_static (n_items, d_i)); empty
+        feature widths and one cluster without GHRS features."""
+        n_users, n_items = self.dataset.n_users, self.dataset.n_items
+        f = self.features
+        if f is None:
+            return np.zeros((n_users, 0), np.float32), np.zeros(n_users, np.int64), 1, np.zeros((n_items, 0), np.float32)
+        user_static = np.concatenate([f.user_features, f.user_codes], 1)
+        item_parts = [f.item_features, f.item_codes] if getattr(f, "item_side", False) else [np.zeros((n_items, 0))]
+        return user_static, f.user_clusters, f.n_clusters_, np.concatenate(item_parts, 1)
+
+    def _drop_items(self, net: HybridNet, graph_i: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        """DropoutNet-style item tower training: the rows of ``graph_i`` ((n, dim): all items, or the items
+        ``ids``) of a random ``item_dropout`` share of items, and of items without training interactions,
+        become the content-only vector, so the content path learns to score items alone (cold items)."""
+        if net.item_content is None:
+            return graph_i
+        ids = torch.arange(len(graph_i)) if ids is None else ids
+        drop = self.cold_items[ids] | (torch.rand(len(ids)) < self.item_dropout)
+        return torch.where(drop.unsqueeze(1), net.content_vectors(ids), graph_i)
 
     def _base_for_training(self, train: pd.DataFrame, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """GHRS base prediction of each training rating (user, item) the rating head learns to correct.
@@ -437,7 +589,7 @@ class HybridRecommender(Recommender):
         net = self.net
         net.eval()
         n_users = self.dataset.n_users
-        self.seqs = Sequences(history, n_users, self.max_len, self.mu)
+        self.seqs = Sequences.last(history, n_users, self.max_len, self.mu)
         self.n_history = torch.as_tensor(np.bincount(history["user"].to_numpy(), minlength=n_users))
         finals = []
         for s in range(0, n_users, 1024):
@@ -450,6 +602,9 @@ class HybridRecommender(Recommender):
         cold = history[~self.trained_users[history["user"].to_numpy()]]
         edges = homogeneous_edge_index(self.dataset, pd.concat([self.train_edges, cold])) if len(cold) else None
         self.graph_users, self.item_vectors = net.graph_embeddings(edges)
+        if net.item_content is not None and self.cold_items.any():  # items without training interactions
+            cold = torch.nonzero(self.cold_items).squeeze(1)
+            self.item_vectors = self.item_vectors.index_put((cold,), net.content_vectors(cold))
         self._refresh_user_vectors()
         streaming = self.streaming if streaming is None else streaming
         self.stream_state = self._stream_states() if streaming and self._recurrent() else None
@@ -476,23 +631,28 @@ class HybridRecommender(Recommender):
 
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history
-        self.ghrs.set_history(history)  # folds in users without training ratings (features, cluster, bias)
+        if self.ghrs is not None:
+            self.ghrs.set_history(history)  # folds in users without training ratings (features, cluster, bias)
+        elif self.features is not None:
+            self.features.transform_users(history, self.dataset.users)
         if (~self.trained_users[history["user"].to_numpy()]).any() or len(self.user_static) < self.dataset.n_users:
             self._refresh_static()
         self._encode_history(history)
 
     def _refresh_static(self) -> None:
         """Copy the (folded-in) GHRS user vectors and clusters into the network's buffers."""
-        f = self.ghrs.features
-        x = np.concatenate([f.user_features, f.user_codes], 1)
+        x, clusters, _, _ = self._static_inputs()
         self.user_static = ((x - self._u_mean) / self._u_std).astype(np.float32)
         self.net.user_static = torch.as_tensor(self.user_static)
-        self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long)
+        self.net.user_cluster = torch.as_tensor(clusters, dtype=torch.long)
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
         grow = n_new - n_old
-        self.ghrs.dataset = self.dataset
-        self.ghrs._grow_users(n_old, n_new)
+        if self.ghrs is not None:
+            self.ghrs.dataset = self.dataset
+            self.ghrs._grow_users(n_old, n_new)
+        elif self.features is not None:
+            self.features.transform_users(self.history, self.dataset.users)
         self.trained_users = np.concatenate([self.trained_users, np.zeros(grow, bool)])
         net = self.net
         net.n_users = n_new
@@ -539,6 +699,9 @@ class HybridRecommender(Recommender):
 
     @torch.no_grad()
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if self.ghrs is None:
+            raise NotImplementedError("this hybrid was trained without the rating head (model.heads.rating=0): it "
+                                      "ranks items but predicts no ratings")
         users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
         u = torch.as_tensor(users)
         i = torch.as_tensor(items)
