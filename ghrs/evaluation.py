@@ -46,7 +46,9 @@ def evaluate(
 
     Ranking: every user with at least one relevant held-out item ranks all items, minus the items in
     the history it was given (seen items are masked); scored ``batch_size`` users at a time so memory
-    stays bounded by ``batch_size * n_items``.
+    stays bounded by ``batch_size * n_items``. Splits with cold items (``split.cold_items``) also get
+    the cold-item protocol on the test part: each user's relevant cold items ranked among the cold items
+    only (metrics ``cold:hr@10``, ...).
     """
     target = split.test if which == "test" else split.valid
     if len(target) == 0:
@@ -68,8 +70,13 @@ def evaluate(
     users = all_users[rank::world]
     if len(all_users) == 0 and not rating_metrics:
         return out
+    cold = torch.zeros(dataset.n_items, dtype=torch.bool)
+    if which == "test" and len(split.cold_items):
+        cold[torch.as_tensor(split.cold_items)] = True
+    protocols = ("", "cold:") if cold.any() else ("",)
     if len(all_users):  # same keys on every rank, whatever its share, for the reduction
-        sums.update({f"{p}{m}@{k}": 0.0 for m in RANKING_METRICS for k in ks for p in ("", "count:")})
+        sums.update({f"{p}{c}{m}@{k}": 0.0 for m in RANKING_METRICS for k in ks for p in ("", "count:")
+                     for c in protocols})
     seen_m = _user_item_matrix(history, dataset.n_users, dataset.n_items)
     rel_m = _user_item_matrix(rel, dataset.n_users, dataset.n_items)
     batches = range(0, len(users), batch_size)
@@ -78,10 +85,12 @@ def evaluate(
         scores = torch.as_tensor(np.asarray(model.score(batch)))
         seen = torch.from_numpy(seen_m[batch].toarray())
         relevant = torch.from_numpy(rel_m[batch].toarray())
-        for name, values in ranking_metrics(scores, relevant, seen, ks).items():
-            ok = ~torch.isnan(values)
-            sums[name] = sums.get(name, 0.0) + float(values[ok].sum())
-            sums[f"count:{name}"] = sums.get(f"count:{name}", 0.0) + float(ok.sum())
+        for c in protocols:  # "cold:": only cold items are candidates (and relevant)
+            args = (relevant, seen) if not c else (relevant & cold, seen | ~cold)
+            for name, values in ranking_metrics(scores, *args, ks).items():
+                ok = ~torch.isnan(values)
+                sums[c + name] = sums.get(c + name, 0.0) + float(values[ok].sum())
+                sums[f"count:{c}{name}"] = sums.get(f"count:{c}{name}", 0.0) + float(ok.sum())
     sums = distributed.all_reduce_sum(sums)
     if rating_metrics and sums["n"]:
         out["rmse"] = float(np.sqrt(sums["sse"] / sums["n"]))
