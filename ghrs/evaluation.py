@@ -47,13 +47,16 @@ def evaluate(
     Ranking: every user with at least one relevant held-out item ranks all items, minus the items in
     the history it was given (seen items are masked); scored ``batch_size`` users at a time so memory
     stays bounded by ``batch_size * n_items``. Scores and the top-k selection stay on the model's device
-    (``Recommender.score_tensor``).
+    (``Recommender.score_tensor``). Splits with cold items (``split.cold_items``) also get the cold-item
+    protocol on the test part: each user's relevant cold items ranked among the cold items only (metrics
+    ``cold:hr@10``, ...).
     """
     target = split.test if which == "test" else split.valid
     if len(target) == 0:
         return {}
     history = history_for(split, which)
     model.set_history(history)
+    rating_metrics = rating_metrics and getattr(model, "predicts_ratings", True)  # ranking-only models
     out: dict[str, float] = {"n_ratings": float(len(target))}
     # Under DDP each rank takes a share of the ratings and users; sums are reduced over ranks below.
     rank, world = distributed.rank(), distributed.world_size()
@@ -68,8 +71,13 @@ def evaluate(
     users = all_users[rank::world]
     if len(all_users) == 0 and not rating_metrics:
         return out
+    cold = torch.zeros(dataset.n_items, dtype=torch.bool)
+    if which == "test" and len(split.cold_items):
+        cold[torch.as_tensor(split.cold_items)] = True
+    protocols = ("", "cold:") if cold.any() else ("",)
     if len(all_users):  # same keys on every rank, whatever its share, for the reduction
-        sums.update({f"{p}{m}@{k}": 0.0 for m in RANKING_METRICS for k in ks for p in ("", "count:")})
+        sums.update({f"{p}{c}{m}@{k}": 0.0 for m in RANKING_METRICS for k in ks for p in ("", "count:")
+                     for c in protocols})
     seen_m = _user_item_matrix(history, dataset.n_users, dataset.n_items)
     rel_m = _user_item_matrix(rel, dataset.n_users, dataset.n_items)
     batches = range(0, len(users), batch_size)
@@ -78,10 +86,12 @@ def evaluate(
         scores = model.score_tensor(batch)  # on the model's device: the ranking runs there too
         seen = torch.from_numpy(seen_m[batch].toarray()).to(scores.device)
         relevant = torch.from_numpy(rel_m[batch].toarray()).to(scores.device)
-        for name, values in ranking_metrics(scores, relevant, seen, ks).items():
-            ok = ~torch.isnan(values)
-            sums[name] = sums.get(name, 0.0) + float(values[ok].sum())
-            sums[f"count:{name}"] = sums.get(f"count:{name}", 0.0) + float(ok.sum())
+        for c in protocols:  # "cold:": only cold items are candidates (and relevant)
+            args = (relevant, seen) if not c else (relevant & cold.to(scores.device), seen | ~cold.to(scores.device))
+            for name, values in ranking_metrics(scores, *args, ks).items():
+                ok = ~torch.isnan(values)
+                sums[c + name] = sums.get(c + name, 0.0) + float(values[ok].sum())
+                sums[f"count:{c}{name}"] = sums.get(f"count:{c}{name}", 0.0) + float(ok.sum())
     sums = distributed.all_reduce_sum(sums)
     if rating_metrics and sums["n"]:
         out["rmse"] = float(np.sqrt(sums["sse"] / sums["n"]))

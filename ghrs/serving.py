@@ -56,7 +56,11 @@ def load_run(run: str | Path) -> tuple[Recommender, dict]:
 def save_run_model(path: str | Path, model: Recommender, config: dict) -> Path:
     """Write ``model`` and its resolved training ``config`` (plain dict) as a pickle-free artefact."""
     meta = {"config": config, "dataset_name": model.dataset.name, "model_class": type(model).__name__}
-    hook = artefacts.Shareable(model.dataset, getattr(model, "trained_users", None))
+    trained = getattr(model, "trained_users", None)
+    history = getattr(model, "history", None)
+    if trained is None and history is not None:  # models that keep no mask: users with training ratings
+        trained = np.bincount(history["user"].to_numpy(), minlength=model.dataset.n_users) > 0
+    hook = artefacts.Shareable(model.dataset, trained)
     return artefacts.save(path, model, meta, hook=hook)
 
 

@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 
 from ghrs.io import write_bytes_atomic
 
-COLUMNS = ("rmse", "mae", "precision@10", "recall@10", "hr@10", "ndcg@10", "mrr@10")
+COLUMNS = ("rmse", "mae", "precision@10", "recall@10", "hr@10", "ndcg@10", "mrr@10", "cold:hr@10", "cold:ndcg@10")
 
 
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
@@ -49,6 +49,23 @@ def grouped(table: pd.DataFrame) -> pd.DataFrame:
     return agg.reset_index(names="overrides")
 
 
+def mean_std_markdown(stats: pd.DataFrame, digits: int = 4) -> str:
+    """The :func:`grouped` table as Markdown with one ``mean ± std`` cell per metric (std over the seeds;
+    a single run shows its value alone)."""
+    if stats.empty:
+        return ""
+    metrics = [c for c in COLUMNS if f"{c}_mean" in stats.columns and stats[f"{c}_mean"].notna().any()]
+    header = "| runs | seeds | " + " | ".join(metrics) + " |"
+    lines = [header, "|---|---:|" + "---:|" * len(metrics)]
+    for _, row in stats.iterrows():
+        cells = []
+        for c in metrics:
+            m, sd = row[f"{c}_mean"], row[f"{c}_std"]
+            cells.append("" if pd.isna(m) else f"{m:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}"))
+        lines.append(f"| {row['overrides'] or '(defaults)'} | {int(row['n_runs'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_summary(sweep_dir: str | Path) -> pd.DataFrame:
     sweep_dir = Path(sweep_dir)
     table = collect(sweep_dir)
@@ -58,6 +75,7 @@ def write_summary(sweep_dir: str | Path) -> pd.DataFrame:
     text = table.to_markdown(index=False, floatfmt=".4f") if _has_tabulate() else table.to_string(index=False)
     stats = grouped(table)
     text += "\n\n" + (stats.to_markdown(index=False, floatfmt=".4f") if _has_tabulate() else stats.to_string(index=False))
+    text += "\n\nMean ± std over seeds:\n\n" + mean_std_markdown(stats)
     write_bytes_atomic(sweep_dir / "summary.md", (text + "\n").encode())
     return table
 
@@ -79,9 +97,13 @@ class SummaryCallback(Callback):
         if not table.empty:
             print(f"\nsummary of {len(table)} runs -> {sweep_dir / 'summary.md'}")
             print(table.to_string(index=False))
+            print("\nMean ± std over seeds:\n\n" + mean_std_markdown(grouped(table)))
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m ghrs.summary <multirun sweep dir>")
-    print(write_summary(sys.argv[1]).to_string(index=False))
+    table = write_summary(sys.argv[1])
+    print(table.to_string(index=False))
+    print("\nMean ± std over seeds:\n")
+    print(mean_std_markdown(grouped(table)))

@@ -207,3 +207,65 @@ class ColdItemSplit:
             f"cold_item:{self.holdout_ratio}", train, valid, r[is_cold], _empty(r), self.relevant_min_rating,
             cold_items=cold,
         )
+
+
+class TemporalGlobalSplit:
+    """One global timestamp cut: train before it, test after it (no "global timeline" leak).
+
+    The cut is the ``test_quantile`` of all timestamps (or ``cut_timestamp``, seconds, when given). Only
+    users with at least ``min_history`` interactions before the cut are evaluated; their history is
+    exactly what happened before the cut. ``variant``:
+
+    - ``next_item``: each such user's first interaction at or after the cut is the test target (later
+      ones are dropped); every target is relevant.
+    - ``rating``: all of their ratings at or after the cut are test ratings (relevant: rating >= 4).
+
+    Validation (``valid_quantile`` < ``test_quantile``, null: none): the interactions between the
+    validation cut and the test cut (train ends at the validation cut). Interactions at or after the
+    cut by users without history are dropped (this split evaluates warm users only).
+    """
+
+    VARIANTS = ("next_item", "rating")
+
+    def __init__(self, test_quantile: float = 0.9, valid_quantile: float | None = 0.85, cut_timestamp: int | None = None,
+                 variant: str = "next_item", min_history: int = 1, relevant_min_rating: float | str | None = "auto",
+                 seed: int = 0):
+        from ghrs.errors import UserError
+
+        _check_ratio("test_quantile", test_quantile)
+        if valid_quantile is not None and not 0.0 < valid_quantile < test_quantile:
+            raise UserError(f"split.valid_quantile must be in (0, split.test_quantile={test_quantile}) or null, "
+                            f"got {valid_quantile}")
+        if variant not in self.VARIANTS:
+            raise UserError(f"split.variant must be one of {self.VARIANTS}, got {variant!r}")
+        if min_history < 1:
+            raise UserError(f"split.min_history must be >= 1, got {min_history}")
+        if relevant_min_rating == "auto":
+            relevant_min_rating = None if variant == "next_item" else 4.0
+        self.test_quantile, self.valid_quantile, self.cut_timestamp = test_quantile, valid_quantile, cut_timestamp
+        self.variant, self.min_history, self.relevant_min_rating, self.seed = variant, int(min_history), relevant_min_rating, seed
+
+    def __call__(self, dataset: RatingsDataset) -> Split:
+        from ghrs.errors import UserError
+
+        r = dataset.ratings  # sorted by (user, timestamp): "first after the cut" follows that order
+        t = r["timestamp"].to_numpy()
+        cut = int(self.cut_timestamp) if self.cut_timestamp is not None else int(np.quantile(t, self.test_quantile))
+        before, after = t < cut, t >= cut
+        n_before = np.bincount(r["user"].to_numpy()[before], minlength=dataset.n_users)
+        warm = n_before[r["user"].to_numpy()] >= self.min_history
+        test = after & warm
+        if self.variant == "next_item":
+            test &= r.assign(_t=test).groupby("user")["_t"].cumsum().to_numpy() == 1  # first test row per user
+        if not test.any():
+            raise UserError(f"split temporal_global: no user has >= {self.min_history} interactions before the cut "
+                            f"{cut} and one after it; lower split.test_quantile or split.min_history")
+        valid = np.zeros(len(r), bool)
+        if self.valid_quantile is not None:
+            vcut = int(np.quantile(t, self.valid_quantile))
+            valid = (t >= vcut) & before
+            before = before & ~valid
+        log.info("temporal_global: cut at timestamp %d (%s), %d evaluated users", cut, self.variant, int(test.sum())
+                 if self.variant == "next_item" else len(np.unique(r["user"].to_numpy()[test])))
+        return Split(f"temporal_global:{self.test_quantile}:{self.variant}", r[before], r[valid], r[test], _empty(r),
+                     self.relevant_min_rating)

@@ -35,13 +35,14 @@ from torch_geometric.utils import to_torch_csr_tensor
 from ghrs import artefacts, distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.errors import UserError
+from ghrs.features.item_features import encode_item_side
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
 from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
 from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
-from ghrs.models.ghrs import GHRSRecommender
+from ghrs.models.ghrs import GHRSFeatures, GHRSRecommender
 from ghrs.training import TrainerConfig, TrainState, train_loop
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def ghrs_ablation_kwargs(use: dict[str, bool]) -> dict:
         out["neighbours"] = {"weight_user": 0.0, "weight_item": 0.0}
     return out
 
+TRAIN_REGIMES = ("last_window", "all_prefixes")
+
 
 def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean = x[rows].mean(0)
@@ -86,40 +89,88 @@ def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ((x - mean) / std).astype(np.float32), mean, std
 
 
-class Sequences:
-    """Right-padded, time-ordered histories of every user, truncated to the last ``max_len``.
+def _flat_history(history: pd.DataFrame, mu: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """History sorted by (user, time) as flat per-interaction arrays: returns the sorted users (N,) and
+    ``{"items": 1-based ids (N,), "ratings": (N,), "features": (N, 2)}`` (centred rating, log(1 + days
+    since the user's previous interaction))."""
+    h = history.sort_values(["user", "timestamp"], kind="stable")
+    users = h["user"].to_numpy()
+    ratings = h["rating"].to_numpy(np.float32)
+    ts = h["timestamp"].to_numpy().astype(np.float64)
+    gaps = np.diff(ts, prepend=ts[:1])
+    feats = np.stack([ratings - mu, np.log1p(np.maximum(gaps, 0) / 86_400.0)], 1).astype(np.float32)
+    return users, {"items": h["item"].to_numpy() + 1, "ratings": ratings, "features": feats}
 
-    Attributes (tensors, n_users rows): ``items`` (n_users, L) long, 1-based ids (0 = padding);
-    ``ratings`` (n_users, L) float; ``features`` (n_users, L, 2); ``lengths`` (n_users,) long;
-    ``offsets`` (n_users,) long: interactions before the window (position t of the window is the user's
-    ``offsets + t``-th interaction, 0-based).
+
+class Sequences:
+    """Right-padded, time-ordered windows of the users' histories.
+
+    Built by :meth:`last` (one row per user: its last ``max_len`` interactions; what the model encodes
+    at prediction time) or :meth:`training` (the training regime's windows). Attributes (tensors, one
+    row per window): ``items`` (W, L) long, 1-based ids (0 = padding); ``ratings`` (W, L) float;
+    ``features`` (W, L, 2) (the time gap of a window's first step is 0); ``lengths`` (W,) long;
+    ``users`` (W,) long; ``offset`` (W,) long, position of the window's first item in the user's history;
+    ``loss_from`` (W,) long, the first window position whose item is a training target (>= 1).
     """
 
-    def __init__(self, history: pd.DataFrame, n_users: int, max_len: int, mu: float):
-        h = history.sort_values(["user", "timestamp"], kind="stable")
-        u = h["user"].to_numpy()
-        counts = np.bincount(u, minlength=n_users)
-        pos = h.groupby("user").cumcount().to_numpy()
-        keep = pos >= (counts[u] - max_len)  # the last max_len interactions of each user
-        u, pos = u[keep], pos[keep] - np.maximum(counts[u[keep]] - max_len, 0)
-        L = max(1, int(min(max_len, counts.max(initial=0))))
-        self.lengths = torch.as_tensor(np.minimum(counts, max_len), dtype=torch.long)
-        self.offsets = torch.as_tensor(np.maximum(counts - max_len, 0), dtype=torch.long)
-        self.items = torch.zeros(n_users, L, dtype=torch.long)
-        self.ratings = torch.zeros(n_users, L)
-        self.features = torch.zeros(n_users, L, N_STEP_FEATURES)
-        items = h["item"].to_numpy()[keep] + 1
-        ratings = h["rating"].to_numpy(np.float32)[keep]
-        ts = h["timestamp"].to_numpy()[keep].astype(np.float64)
-        gaps = np.diff(ts, prepend=ts[:1])
-        gaps[pos == 0] = 0.0
-        self.items[u, pos] = torch.as_tensor(items)
-        self.ratings[u, pos] = torch.as_tensor(ratings)
-        self.features[u, pos, 0] = torch.as_tensor(ratings - mu)
-        self.features[u, pos, 1] = torch.as_tensor(np.log1p(np.maximum(gaps, 0) / 86_400.0), dtype=torch.float32)
+    def __init__(self, history: pd.DataFrame, n_users: int, user: np.ndarray, start: np.ndarray,
+                 length: np.ndarray, loss_from: np.ndarray, mu: float):
+        sorted_users, flat = _flat_history(history, mu)
+        first = np.searchsorted(sorted_users, np.arange(n_users))  # row of each user's first interaction
+        L = max(1, int(length.max(initial=0)))
+        pos = np.arange(L)
+        real = pos[None, :] < length[:, None]
+        idx = np.where(real, first[user][:, None] + start[:, None] + pos[None, :], 0)
+        real_t = torch.as_tensor(real)
+        self.items = torch.as_tensor(flat["items"][idx] if len(flat["items"]) else np.zeros(idx.shape, np.int64))
+        self.items = torch.where(real_t, self.items, 0).long()
+        self.ratings = torch.zeros(real.shape)
+        self.features = torch.zeros(*real.shape, N_STEP_FEATURES)
+        if len(flat["items"]):
+            self.ratings = torch.where(real_t, torch.as_tensor(flat["ratings"][idx]), 0.0)
+            self.features = torch.as_tensor(flat["features"][idx]) * real_t.unsqueeze(-1)
+            self.features[:, 0, 1] = 0.0  # no gap before a window's first step
+        self.lengths = torch.as_tensor(length, dtype=torch.long)
+        self.users = torch.as_tensor(user, dtype=torch.long)
+        self.offset = torch.as_tensor(start, dtype=torch.long)
+        self.loss_from = torch.as_tensor(loss_from, dtype=torch.long)
+
+    @classmethod
+    def last(cls, history: pd.DataFrame, n_users: int, max_len: int, mu: float) -> Sequences:
+        """One row per user (n_users rows): the last ``max_len`` interactions of its history."""
+        counts = np.bincount(history["user"].to_numpy(), minlength=n_users)
+        length = np.minimum(counts, max_len)
+        return cls(history, n_users, np.arange(n_users), counts - length, length, np.ones(n_users, np.int64), mu)
+
+    @classmethod
+    def training(cls, history: pd.DataFrame, n_users: int, max_len: int, mu: float, regime: str,
+                 stride: int | None = None) -> Sequences:
+        """The training windows of the users with at least 2 interactions.
+
+        ``last_window``: each user's last ``max_len`` interactions; every next item inside is a target.
+        ``all_prefixes``: every next-item target t = 1..n-1 of the whole history exactly once per epoch:
+        windows of up to ``max_len`` items ending at n, n - stride, n - 2 stride, ...; the window ending at
+        e trains the targets max(1, e - stride)..e-1, each predicted from the items before it in its
+        window (at least max_len - stride of them when the history has them). ``stride`` (1..max_len-1,
+        default max_len - 1: every item is in about one window) trades compute for context length.
+        """
+        counts = np.bincount(history["user"].to_numpy(), minlength=n_users)
+        users = np.flatnonzero(counts >= 2)
+        n = counts[users]
+        if regime == "last_window":
+            length = np.minimum(n, max_len)
+            return cls(history, n_users, users, n - length, length, np.ones(len(users), np.int64), mu)
+        stride = max_len - 1 if stride is None else stride
+        n_windows = -(-(n - 1) // stride)  # ceil((n - 1) / stride) windows cover targets 1..n-1
+        user = np.repeat(users, n_windows)
+        k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # 0 = latest
+        end = np.repeat(n, n_windows) - k * stride
+        start = np.maximum(0, end - max_len)
+        lo = np.maximum(1, end - stride)
+        return cls(history, n_users, user, start, end - start, lo - start, mu)
 
     def to(self, device: torch.device) -> Sequences:
-        for name in ("items", "ratings", "features", "lengths", "offsets"):
+        for name in ("items", "ratings", "features", "lengths", "users", "offset", "loss_from"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -139,6 +190,7 @@ class HybridNet(nn.Module):
         graph_layers: int,
         use_user_id: bool,
         dropout: float,
+        content: np.ndarray | None = None,
     ):
         super().__init__()
         n_users, n_items = len(user_static), len(item_static)
@@ -162,6 +214,15 @@ class HybridNet(nn.Module):
         self.user_mlp = nn.Sequential(nn.Linear(in_dim, dim * 2), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim * 2, dim))
         self.rating_proj = nn.Linear(dim, dim, bias=False)
         nn.init.zeros_(self.rating_proj.weight)  # start exactly at the base (GHRS) prediction
+        # Content tower (DropoutNet-style cold items): item content (n_items, d_c) -> (n_items, dim).
+        self.item_content = None
+        if content is not None:
+            self.register_buffer("content", torch.as_tensor(content, dtype=torch.float32))
+            self.item_content = nn.Sequential(nn.Linear(content.shape[1], dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def content_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """items (I,) -> (I, dim): the item vector from content alone (no id, no interactions)."""
+        return self.item_content(self.content[items])
 
     def item_base(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """(n_items, dim), or (len(items), dim) for the ``items`` given: id embedding + side projection
@@ -297,6 +358,18 @@ class HybridRecommender(Recommender):
         autorec: None (off), or keyword arguments of :class:`~ghrs.models.autorec.AutoRecRecommender`: an
             item-based AutoRec joins the base prediction, blended with GHRS's by least squares on their
             out-of-fold predictions of the training ratings (needs ``base_folds`` > 1).
+            Without the rating head no GHRS
+            predictor is fitted at all (only the GHRS features; the model then predicts no ratings).
+        use_ghrs_features: False: no GHRS fit, no static user/item features or clusters (needs the
+            rating head off). With ``use.graph_embedding=False`` and ``encoder=sasrec`` the hybrid is
+            a plain sequential model (``model=sasrec``).
+        train_regime: ``last_window`` (each user's last ``max_len`` items) or ``all_prefixes`` (every
+            next-item target of the whole history once per epoch, sliding windows; see
+            :meth:`Sequences.training`). ``trainer.batch_size`` counts sequences (windows).
+        window_stride: ``all_prefixes`` window step (null: ``max_len - 1``).
+        item_dropout: DropoutNet-style share of items per batch whose vector is replaced by the content
+            tower's (genres, year): trains the content path to score items alone; items without
+            training interactions always use it. 0: no content tower.
     """
 
     def __init__(
@@ -314,6 +387,10 @@ class HybridRecommender(Recommender):
         streaming: bool = True,
         residual_shrinkage: float = 40.0,
         base_folds: int = 5,
+        use_ghrs_features: bool = True,
+        train_regime: str = "last_window",
+        window_stride: int | None = None,
+        item_dropout: float = 0.0,
         trainer: dict | TrainerConfig | None = None,
         seed: int = 0,
         use: dict | None = None,
@@ -328,7 +405,7 @@ class HybridRecommender(Recommender):
         # A GHRSRecommender already fitted on the same training split is reused as it is (saves its
         # fit when sweeping encoders from Python); a dict holds the keyword arguments of a new one.
         self.ghrs_fitted = ghrs if isinstance(ghrs, GHRSRecommender) else None
-        if self.ghrs_fitted is not None and base_folds != 1:
+        if self.ghrs_fitted is not None and base_folds != 1 and heads["rating"]:
             raise ValueError("hybrid: a pre-fitted GHRS model needs base_folds=1 (no GHRS refits)")
         self.use = resolve_use(use)
         off = [k for k in USE_GHRS if not self.use[k]]
@@ -359,6 +436,21 @@ class HybridRecommender(Recommender):
             raise UserError("hybrid: model.autorec needs base_folds > 1 (its blend weights are fitted on "
                             "out-of-fold predictions)")
         self.autorec_kwargs = None if autorec is None else {"seed": seed, **dict(autorec)}
+        if heads["rating"] and not use_ghrs_features:
+            raise UserError("hybrid: the rating head refines GHRS's prediction; use_ghrs_features=false needs "
+                            "heads.rating=0")
+        if train_regime not in TRAIN_REGIMES:
+            raise UserError(f"hybrid train_regime must be one of {TRAIN_REGIMES}, got {train_regime!r}")
+        if window_stride is not None and not 1 <= window_stride <= max_len - 1:
+            raise UserError(f"hybrid window_stride must be null or in [1, max_len - 1 = {max_len - 1}], "
+                            f"got {window_stride}")
+        if train_regime == "all_prefixes" and max_len < 2:
+            raise UserError("hybrid train_regime=all_prefixes needs max_len >= 2")
+        if not 0.0 <= item_dropout < 1.0:
+            raise UserError(f"hybrid item_dropout must be in [0, 1), got {item_dropout}")
+        self.use_ghrs_features = bool(use_ghrs_features)
+        self.train_regime, self.window_stride, self.item_dropout = train_regime, window_stride, float(item_dropout)
+        self.predicts_ratings = bool(heads["rating"])  # ranking-only without the rating head (no GHRS predictor)
         self.trainer = TrainerConfig.from_any(trainer)
         for key in ("autoencoder", "item_autoencoder"):  # the GHRS autoencoders train where the network does
             if isinstance(self.ghrs_kwargs.get(key, {}), dict):
@@ -381,9 +473,10 @@ class HybridRecommender(Recommender):
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
         # A resumed run reads GHRS (and AutoRec) with the out-of-fold base predictions from the run dir (no refit).
-        cache = run_dir is not None and self.ghrs_fitted is None and Path(run_dir) / GHRS_CACHE
-        cache_key = artefacts.fingerprint(train, self.ghrs_kwargs, self.autorec_kwargs, self.base_folds,
-                                          self.max_len, self.seed, dataset.n_users, dataset.n_items) if cache else ""
+        cache = run_dir is not None and self.ghrs_fitted is None and self.heads["rating"] and Path(run_dir) / GHRS_CACHE
+        cache_key = artefacts.fingerprint(train, self.ghrs_kwargs, self.autorec_kwargs, self.base_folds, self.max_len,
+                                          self.train_regime, self.window_stride, self.seed, dataset.n_users,
+                                          dataset.n_items) if cache else ""
         cached = artefacts.load_cache(cache, cache_key) if cache and self.trainer.resume else None
         self.autorec = None
         self.blend_ = np.array([0.0, 1.0])  # base = blend_ . [1, GHRS prediction (, AutoRec prediction)]
@@ -391,70 +484,84 @@ class HybridRecommender(Recommender):
             log.info("hybrid: GHRS fit and base predictions read from %s (resume)", cache)
             self.ghrs = cached["ghrs"]
             self.ghrs.dataset = dataset
+            self.features = self.ghrs.features
             self.autorec, self.blend_ = cached["autorec"], cached["blend"]
             if self.autorec is not None:
                 self.autorec.dataset = dataset
         else:
-            self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
-            if self.autorec_kwargs is not None:
+            self._fit_ghrs(dataset, train, valid)
+            if self.autorec_kwargs is not None and self.heads["rating"]:
                 self.autorec = AutoRecRecommender(**self.autorec_kwargs).fit(dataset, train)
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
-        f = self.ghrs.features
-        self.user_static, self._u_mean, self._u_std = _standardise(self._user_static_raw(), self.trained_users)
-        item_parts = [f.item_features, f.item_codes] if getattr(f, "item_side", False) else [np.zeros((n_items, 0))]
-        item_static = np.concatenate(item_parts, 1)
+        user_static, clusters, n_clusters, item_static = self._static_inputs()
+        self.user_static, self._u_mean, self._u_std = _standardise(user_static, self.trained_users)
         item_static, _, _ = _standardise(item_static, np.arange(n_items))
         self.train_edges = train
+        # Items without training interactions: scored from content alone when the content tower exists.
+        self.cold_items = torch.as_tensor(np.bincount(train["item"].to_numpy(), minlength=n_items) == 0)
+        content = encode_item_side(dataset.items)[0] if self.item_dropout else None
+        if content is not None and content.shape[1] == 0:
+            raise UserError("hybrid item_dropout > 0 needs item side features (genres, year, ...) for the content "
+                            "tower; the dataset's item table has none: set model.item_dropout=0")
         self.net = HybridNet(
-            self.user_static, f.user_clusters, f.n_clusters_, item_static, self._make_encoder(n_items),
-            homogeneous_edge_index(dataset, train), self.dim, self.graph_layers, self.use_user_id, self.dropout,
+            self.user_static, clusters, n_clusters, item_static, self._make_encoder(n_items),
+            homogeneous_edge_index(dataset, train), self.dim, self.graph_layers,
+            self.use_user_id, self.dropout, content,
         )
-        seqs = Sequences(train, n_users, self.max_len, self.mu)
-        # The rating head refines GHRS's prediction: its base for every training position.
-        real = seqs.items > 0
-        ru, rt = real.nonzero(as_tuple=True)
-        base = torch.zeros(seqs.items.shape)
-        if cached is not None:
-            base_values = cached["base"]
-        else:
-            base_values = self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy())
-            if cache and distributed.is_main():  # one writer under DDP
-                artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values,
-                                                        "autorec": self.autorec, "blend": self.blend_},
-                                     hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
-        base[ru, rt] = torch.as_tensor(base_values)
-        seqs, base = seqs.to(dev), base.to(dev)  # the loop moves the net and the batches of users there
-        users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.cpu().numpy() >= 2))
-        bs = max(1, self.trainer.batch_size)
+        seqs = Sequences.training(train, n_users, self.max_len, self.mu, self.train_regime, self.window_stride)
+        if self.heads["rating"]:  # the rating head refines GHRS's prediction: its base for every position
+            real = seqs.items > 0
+            ru, rt = real.nonzero(as_tuple=True)
+            base = torch.zeros(seqs.items.shape)
+            if cached is not None:
+                base_values = cached["base"]
+            else:
+                base_values = self._base_for_training(train, seqs.users[ru].numpy(), (seqs.items[ru, rt] - 1).numpy())
+                if cache and distributed.is_main():  # one writer under DDP
+                    artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values,
+                                                            "autorec": self.autorec, "blend": self.blend_},
+                                         hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
+            base[ru, rt] = torch.as_tensor(base_values)
+            base = base.to(dev)
+        seqs = seqs.to(dev)  # the loop moves the net and the batches of windows there
+        bs = max(1, self.trainer.batch_size)  # sequences (windows) per optimiser step
+        log.info("hybrid: %s regime, %d training sequences, %d next-item targets, %d steps per epoch",
+                 self.train_regime, len(seqs.users),
+                 int(self._target_mask(seqs, torch.arange(len(seqs.users), device=dev))[0].sum()),
+                 -(-len(seqs.users) // bs))
 
         def batches(epoch: int):
-            perm = users_with_targets[torch.randperm(len(users_with_targets))]
+            perm = torch.randperm(len(seqs.users))
             for s in range(0, len(perm), bs):
                 yield perm[s : s + bs]
 
-        def loss_fn(net: HybridNet, users: torch.Tensor) -> torch.Tensor:
-            L = int(seqs.lengths[users].max())
-            items, feats, lengths = seqs.items[users, :L], seqs.features[users, :L], seqs.lengths[users]
+        def loss_fn(net: HybridNet, rows: torch.Tensor) -> torch.Tensor:
+            mask, L = self._target_mask(seqs, rows)
+            users = seqs.users[rows]
+            items, feats, lengths = seqs.items[rows, :L], seqs.features[rows, :L], seqs.lengths[rows]
             states, _ = net.encoder(items, lengths, feats)
-            mask = torch.arange(1, L, device=dev) < lengths.unsqueeze(1)
             target = (items[:, 1:] - 1)[mask]  # (N,)
             neg = torch.randint(0, n_items, (self.n_negatives,), device=dev) if self.n_negatives else None
             if self.graph_fanout and len(net.graph_layers):
                 # item rows needed by the batch only: its targets and negatives
                 needed, where = torch.unique(target if neg is None else torch.cat([target, neg]), return_inverse=True)
-                graph_u, graph_i = net.sampled_graph_embeddings(users, needed, self.graph_fanout)
+                uniq, u_where = torch.unique(users, return_inverse=True)  # a user may own several windows
+                graph_u, graph_i = net.sampled_graph_embeddings(uniq, needed, self.graph_fanout)
+                graph_u = graph_u[u_where]
                 target, neg = where[: len(target)], (None if neg is None else where[len(target) :])
             else:
+                needed = None
                 graph_u, graph_i = net.graph_embeddings()
                 graph_u = graph_u[users] if graph_u is not None else None
+            graph_i = self._drop_items(net, graph_i, needed)
             u = net.user_repr(users, states[:, :-1], graph_u)[mask]  # state after t items predicts item t+1
-            tr = seqs.ratings[users, 1:L][mask]  # u (N, dim), target (N,) rows of graph_i, tr (N,)
+            tr = seqs.ratings[rows, 1:L][mask]  # u (N, dim), target (N,) rows of graph_i, tr (N,)
             loss = u.new_zeros(())
             if self.heads["rating"]:
                 # items behind each state, counted over the whole history (as at prediction), not the window
-                n_seen = (seqs.offsets[users, None] + torch.arange(1, L, device=dev)).expand(len(users), -1)[mask].float()
+                n_seen = (torch.arange(1, L, device=dev).expand(len(rows), -1) + seqs.offset[rows, None])[mask].float()
                 weight = self._residual_weight(n_seen)
-                pred = base[users, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
+                pred = base[rows, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
                 loss = loss + self.heads["rating"] * F.mse_loss(pred, tr, reduction="sum")
             if self.heads["ranking"]:
                 loss = loss + self.heads["ranking"] * self._ranking_loss(u, target, graph_i, neg)
@@ -476,6 +583,50 @@ class HybridRecommender(Recommender):
         if self.autorec is not None:
             parts.append(self.autorec.predict(users, items))
         return self.clip(np.column_stack(parts) @ self.blend_)
+
+    @staticmethod
+    def _target_mask(seqs: Sequences, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(len(rows), L - 1) bool: window positions 1..L-1 whose item is a training target, and L."""
+        L = max(2, int(seqs.lengths[rows].max()))
+        pos = torch.arange(1, L, device=seqs.lengths.device)
+        return (pos < seqs.lengths[rows, None]) & (pos >= seqs.loss_from[rows, None]), L
+
+    def _fit_ghrs(self, dataset: RatingsDataset, train: pd.DataFrame, valid: pd.DataFrame | None) -> None:
+        """Fit exactly the GHRS parts used: the whole model (features + rating predictor) with the rating
+        head, its features alone without it, nothing when ``use_ghrs_features`` is off."""
+        self.ghrs, self.features = None, None
+        if self.heads["rating"]:
+            self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+            self.features = self.ghrs.features
+        elif self.use_ghrs_features:
+            if self.ghrs_fitted is not None:
+                self.features = self.ghrs_fitted.features
+            else:
+                spec = GHRSRecommender(**self.ghrs_kwargs)  # its feature settings; no fit
+                self.features = GHRSFeatures(**spec.feature_kwargs, stages=spec.stages).fit(dataset, train)
+                log.info("hybrid: GHRS features only (no rating head: no rating predictor), stage seconds %s",
+                         {k: round(v, 2) for k, v in spec.seconds.items()})
+
+    def _static_inputs(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """(user_static (n_users, d_u), clusters (n_users,), n_clusters, item_static (n_items, d_i)); empty
+        feature widths and one cluster without GHRS features."""
+        n_users, n_items = self.dataset.n_users, self.dataset.n_items
+        f = self.features
+        if f is None:
+            return np.zeros((n_users, 0), np.float32), np.zeros(n_users, np.int64), 1, np.zeros((n_items, 0), np.float32)
+        user_static = np.concatenate([f.user_features, f.user_codes], 1) if self.use["codes"] else f.user_features
+        item_parts = [f.item_features, f.item_codes] if getattr(f, "item_side", False) else [np.zeros((n_items, 0))]
+        return user_static, f.user_clusters, f.n_clusters_, np.concatenate(item_parts, 1)
+
+    def _drop_items(self, net: HybridNet, graph_i: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        """DropoutNet-style item tower training: the rows of ``graph_i`` ((n, dim): all items, or the items
+        ``ids``) of a random ``item_dropout`` share of items, and of items without training interactions,
+        become the content-only vector, so the content path learns to score items alone (cold items)."""
+        if net.item_content is None:
+            return graph_i
+        ids = torch.arange(len(graph_i), device=graph_i.device) if ids is None else ids
+        drop = self.cold_items.to(ids.device)[ids] | (torch.rand(len(ids), device=ids.device) < self.item_dropout)
+        return torch.where(drop.unsqueeze(1), net.content_vectors(ids), graph_i)
 
     def _base_for_training(self, train: pd.DataFrame, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """GHRS base prediction of each training rating (user, item) the rating head learns to correct.
@@ -565,7 +716,7 @@ class HybridRecommender(Recommender):
         # A streaming recurrent encoder's state summarises the whole history (observe adds one step per
         # event), so re-encoding reads the whole history too; other encoders read the last max_len.
         window = max(1, int(counts.max(initial=1))) if self._streams() else self.max_len
-        self.seqs = Sequences(history, n_users, window, self.mu).to(dev)
+        self.seqs = Sequences.last(history, n_users, window, self.mu).to(dev)
         self.n_history = torch.as_tensor(counts, device=dev)
         self.final_states = torch.zeros(n_users, net.encoder.out_dim, device=dev)
         order = torch.argsort(self.seqs.lengths, descending=True)  # similar lengths share a batch
@@ -578,6 +729,9 @@ class HybridRecommender(Recommender):
         cold = history[~self.trained_users[history["user"].to_numpy()]]
         edges = homogeneous_edge_index(self.dataset, pd.concat([self.train_edges, cold])) if len(cold) else None
         self.graph_users, self.item_vectors = net.graph_embeddings(None if edges is None else edges.to(dev))
+        if net.item_content is not None and self.cold_items.any():  # items without training interactions
+            cold = torch.nonzero(self.cold_items).squeeze(1).to(dev)
+            self.item_vectors = self.item_vectors.index_put((cold,), net.content_vectors(cold))
         self._refresh_user_vectors()
         streaming = self.streaming if streaming is None else streaming
         self.stream_state = self._stream_states() if streaming and self._recurrent() else None
@@ -622,7 +776,10 @@ class HybridRecommender(Recommender):
 
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history
-        self.ghrs.set_history(history)  # folds in users without training ratings (features, cluster, bias)
+        if self.ghrs is not None:
+            self.ghrs.set_history(history)  # folds in users without training ratings (features, cluster, bias)
+        elif self.features is not None:
+            self.features.transform_users(history, self.dataset.users)
         if getattr(self, "autorec", None) is not None:
             self.autorec.set_history(history)  # revealed ratings enter the items' input vectors
         if (~self.trained_users[history["user"].to_numpy()]).any() or len(self.user_static) < self.dataset.n_users:
@@ -631,23 +788,26 @@ class HybridRecommender(Recommender):
 
     def _refresh_static(self) -> None:
         """Copy the (folded-in) GHRS user vectors and clusters into the network's buffers."""
-        f = self.ghrs.features
-        self.user_static = ((self._user_static_raw() - self._u_mean) / self._u_std).astype(np.float32)
+        x, clusters, _, _ = self._static_inputs()
+        self.user_static = ((x - self._u_mean) / self._u_std).astype(np.float32)
         self.net.user_static = torch.as_tensor(self.user_static, device=self._device())
-        self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long, device=self._device())
+        self.net.user_cluster = torch.as_tensor(clusters, dtype=torch.long, device=self._device())
 
     def side_encoder(self):
-        return self.ghrs.side_encoder()
-
-    def _user_static_raw(self) -> np.ndarray:
-        """(n_users, d) GHRS user vector the network sees: [graph features | side | AE code (``use.codes``)]."""
-        f = self.ghrs.features
-        return np.concatenate([f.user_features, f.user_codes], 1) if self.use["codes"] else f.user_features
+        if self.ghrs is not None:
+            return self.ghrs.side_encoder()
+        if self.features is None:
+            return None
+        ux = self.features.user_extractor
+        return ux.side if ux.use_side else None
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
         grow = n_new - n_old
-        self.ghrs.dataset = self.dataset
-        self.ghrs._grow_users(n_old, n_new)
+        if self.ghrs is not None:
+            self.ghrs.dataset = self.dataset
+            self.ghrs._grow_users(n_old, n_new)
+        elif self.features is not None:
+            self.features.transform_users(self.history, self.dataset.users)
         if getattr(self, "autorec", None) is not None:
             self.autorec.dataset = self.dataset
         self.trained_users = np.concatenate([self.trained_users, np.zeros(grow, bool)])
@@ -700,6 +860,9 @@ class HybridRecommender(Recommender):
 
     @torch.no_grad()
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if self.ghrs is None:
+            raise NotImplementedError("this hybrid was trained without the rating head (model.heads.rating=0): it "
+                                      "ranks items but predicts no ratings")
         users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
         dev = self._device()
         u = torch.as_tensor(users, device=dev)

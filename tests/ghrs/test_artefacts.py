@@ -17,10 +17,14 @@ from ghrs.data.splits import ColdUserSplit, RandomSplit
 from ghrs.data.synthetic import make_synthetic
 from ghrs.errors import UserError
 from ghrs.models.bias import BiasRecommender
+from ghrs.models.ease import EASERecommender
+from ghrs.models.genrepop import GenrePopRecommender
 from ghrs.models.ghrs import GHRSRecommender
 from ghrs.models.hybrid import HybridRecommender
+from ghrs.models.itemknn import ItemKNNRecommender
 from ghrs.models.lightgcn import LightGCNRecommender
 from ghrs.models.mf import MFRecommender
+from ghrs.models.pop import PopRecommender
 from ghrs.serving import LEGACY_MODEL_FILE, MODEL_FILE, load_run, predict_pairs, recommend, save_run_model
 from ghrs.training import CHECKPOINT, TrainerConfig, load_checkpoint
 from ssm.encoders import SequenceEncoder
@@ -29,10 +33,10 @@ GHRS = {"alpha": 0.02, "n_clusters": 3, "autoencoder": {"epochs": 5}, "item_auto
 TRAINER = TrainerConfig(max_epochs=2, batch_size=32, lr=0.01, progress=False)
 
 
-def hybrid(layer: str) -> HybridRecommender:
+def hybrid(layer: str, **kw) -> HybridRecommender:
     options = {"d_state": 4, "expand": 1} if layer == "mamba" else {}
     enc = partial(SequenceEncoder, layer=layer, d_model=8, n_layers=1, dropout=0.0, **options)
-    return HybridRecommender(encoder=enc, ghrs=GHRS, dim=8, dropout=0.0, trainer=TRAINER, base_folds=2)
+    return HybridRecommender(encoder=enc, ghrs=GHRS, dim=8, dropout=0.0, trainer=TRAINER, base_folds=2, **kw)
 
 
 MODELS = {
@@ -42,6 +46,14 @@ MODELS = {
     "ghrs": lambda: GHRSRecommender(**GHRS),
     "hybrid-gru": lambda: hybrid("gru"),
     "hybrid-mamba": lambda: hybrid("mamba"),
+    # top-k variants: ranking head only (no GHRS predictor), all-prefix windows, the content tower, AutoRec blend
+    "hybrid-topk": lambda: hybrid("gru", heads={"rating": 0.0, "ranking": 1.0}, train_regime="all_prefixes",
+                                  item_dropout=0.3),
+    "hybrid-autorec": lambda: hybrid("gru", autorec={"hidden": 8, "epochs": 2}),
+    "pop": PopRecommender,
+    "itemknn": ItemKNNRecommender,
+    "ease": EASERecommender,
+    "genrepop": GenrePopRecommender,
 }
 
 

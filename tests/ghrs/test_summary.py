@@ -17,3 +17,13 @@ def test_multirun_sweep_writes_a_summary_table(tmp_path):
     assert table.loc[table["overrides"].str.contains("model=mf"), "epoch_s"].notna().all()
     stats = (sweep / "summary.md").read_text()
     assert "rmse_mean" in stats and "n_runs" in stats
+
+
+def test_mean_std_markdown_groups_seeds():
+    from ghrs.summary import grouped, mean_std_markdown
+
+    table = pd.DataFrame({"overrides": ["model=pop seed=1", "model=pop seed=2", "model=ease seed=1"],
+                          "hr@10": [0.1, 0.3, 0.25]})
+    md = mean_std_markdown(grouped(table))
+    assert "| model=pop | 2 | 0.2000 ± 0.1414 |" in md
+    assert "| model=ease | 1 | 0.2500 |" in md
