@@ -20,6 +20,27 @@ class UserError(Exception):
     """A mistake the user can fix; the message names the value and the fix, in one line."""
 
 
+class ConfigError(UserError, ValueError):
+    """A configuration value or command-line argument that cannot be used."""
+
+
+class UnknownIdError(UserError, KeyError):
+    """A user or item id the data or the trained model does not know."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; print it as written
+        return str(self.args[0]) if self.args else ""
+
+
+def _user_error_in(exc: BaseException) -> UserError | None:
+    """``exc`` itself, or the :class:`UserError` that Hydra's ``instantiate`` wrapped (it re-raises every
+    exception of a configured target as ``InstantiationException`` from the original); None otherwise."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc if isinstance(exc, UserError) else None
+
+
 def user_errors(fn: F) -> F:
     """Decorate an entry point: a :class:`UserError` becomes ``error: <message>`` on stderr and exit code 2.
 
@@ -30,9 +51,31 @@ def user_errors(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
-            message = " ".join(str(exc).split())  # one line, whatever the message holds
+        except Exception as exc:
+            user = _user_error_in(exc)
+            if user is None:
+                raise  # a bug: keep the traceback
+            message = " ".join(str(user).split())  # one line, whatever the message holds
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_command_line(argv: list[str] | None = None) -> None:
+    """Exit with code 2 and one line when a command-line override cannot be parsed (Hydra itself would
+    exit 1 with a multi-line message). Call it before the ``@hydra.main`` function."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    for override in args.overrides:
+        try:
+            OverridesParser.create().parse_overrides([override])
+        except OverrideParseException as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else "syntax error"
+            print(f"error: cannot parse the argument {override!r} ({reason}); quote values with spaces, brackets or "
+                  "braces for the shell and Hydra, e.g. users='[1,42]' side='{age:30,gender:F}'", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+

@@ -13,22 +13,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ghrs import distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.data.splits import Split
+from ghrs.errors import ConfigError
 from ghrs.evaluation import evaluate
 from ghrs.io import torch_save_atomic, write_bytes_atomic, write_json_atomic
 from ghrs.models.base import Recommender
 from ghrs.resources import PeakMemory
-from ghrs.serving import MODEL_FILE
+from ghrs.serving import MODEL_FILE, top_k
 from ghrs.training import seed_everything
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+RECOMMENDATIONS_FILE = "recommendations.csv"
 
 
 @contextmanager
@@ -45,11 +48,58 @@ def stage(name: str, timings: dict[str, float], memory: dict[str, float] | None 
     log.info("stage %s: %.2f s, peak RSS %.0f MiB", name, timings[name], mem.peak_mb)
 
 
+def configured(node: DictConfig, group: str) -> Any:
+    """Instantiate a configured class; a ``ValueError``/``TypeError`` from its constructor (which only
+    checks and stores its parameters, scikit-learn style) is a bad value in config group ``group``, so it
+    becomes a :class:`ConfigError` naming the group."""
+    factory = instantiate(node, _partial_=True, _convert_="all")
+    try:
+        return factory()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{group}: {exc} (fix the {group}.* value on the command line or in conf/{group}/)") from exc
+
+
+def check_encoder(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """``encoder=...`` only means something for a model with a sequence encoder; else it is a mistake.
+
+    ``overrides``: the command-line overrides (Hydra's ``overrides.task``); the encoder configuration
+    itself is validated by building a tiny instance (its constructor checks every layer option)."""
+    given = [o for o in overrides or [] if o.lstrip("+~").split("=", 1)[0].split(".")[0] == "encoder"]
+    if "encoder" not in cfg.model:
+        if given:
+            raise ConfigError(f"{given[0]!r} has no effect: model={_model_name(cfg)} has no sequence encoder; drop it, "
+                              "or train the hybrid: python -m ghrs.train model=hybrid " + " ".join(given))
+        return
+    if cfg.get("encoder") is not None:
+        tiny = {**OmegaConf.to_container(cfg.encoder, resolve=True), "_partial_": False, "n_items": 2, "n_features": 2}
+        configured(OmegaConf.create(tiny), "encoder")
+
+
+def _model_name(cfg: DictConfig) -> str:
+    return str(cfg.model._target_).rsplit(".", 1)[-1].removesuffix("Recommender").lower()
+
+
 def build(cfg: DictConfig) -> tuple[RatingsDataset, Split]:
     """Instantiate the dataset and the split named by the config."""
     dataset = instantiate(cfg.dataset, _convert_="all")
-    split = instantiate(cfg.split)(dataset)
-    return dataset, split
+    return dataset, build_split(cfg.split, dataset)
+
+
+def build_split(split_cfg: DictConfig, dataset: RatingsDataset) -> Split:
+    """Split ``dataset`` as configured; a split that leaves no training or no test ratings is a
+    :class:`ConfigError`."""
+    split = configured(split_cfg, "split")(dataset)
+    for part in ("train", "test"):
+        if len(getattr(split, part)) == 0:
+            raise ConfigError(f"split {split.name} of {dataset.name} ({len(dataset.ratings):,} ratings) leaves no "
+                              f"{part} ratings: give more ratings or another split (split=random split.test_ratio=0.2)")
+    return split
+
+
+def write_recommendations(path: Path, model: Recommender, dataset: RatingsDataset, k: int, batch_size: int) -> None:
+    """Top-``k`` items per user that the user has not rated anywhere in the data, with titles and scores."""
+    table = top_k(model, np.arange(dataset.n_users), k, dataset.ratings, batch_size)
+    write_bytes_atomic(path, table.to_csv(index=False).encode())
 
 
 def save_model(path: Path, model: Recommender, cfg: DictConfig) -> None:
@@ -68,9 +118,12 @@ def results_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(rows)
 
 
-def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
-    """Run the whole pipeline; writes ``config.yaml``, ``model.pt``, ``metrics.json`` into ``run_dir``."""
+def run_training(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the whole pipeline; writes ``config.yaml``, ``model.pt``, ``metrics.json`` and
+    ``recommendations.csv`` into ``run_dir``. ``overrides``: the command line's (checked for mistakes)."""
     run_dir = Path(run_dir)
+    check_encoder(cfg, overrides)
+    model: Recommender = configured(cfg.model, "model")  # bad model values fail before any data work
     distributed.init(cfg.trainer.get("strategy", "single"))
     main = distributed.is_main()  # under DDP only rank 0 writes artifacts
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -83,9 +136,8 @@ def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
         dataset = instantiate(cfg.dataset, _convert_="all")
     log.info("%s", dataset.summary())
     with stage("split", timings, memory):
-        split = instantiate(cfg.split)(dataset)
+        split = build_split(cfg.split, dataset)
     log.info("%s", split.describe())
-    model: Recommender = instantiate(cfg.model, _convert_="all")
     with stage("fit", timings, memory):
         model.fit(dataset, split.train, split.valid if len(split.valid) else None, run_dir=run_dir)
     if main:
@@ -104,6 +156,10 @@ def run_training(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     if not main:
         return metrics
     model.save_artifacts(run_dir)
+    k = int(cfg.eval.get("recommendations", 10))
+    if k:
+        with stage("recommend", timings):
+            write_recommendations(run_dir / RECOMMENDATIONS_FILE, model, dataset, k, int(cfg.eval.batch_size))
     metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # process peak
     metrics["stage_peak_mb"] = memory  # peak RSS while each stage ran (per run, also inside a multirun)
     epochs = [r["seconds"] for r in getattr(getattr(model, "state", None), "history", [])]

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from ghrs.arguments import choice, id_list, plain, required, run_file
+from ghrs.errors import check_command_line, user_errors
 from ghrs.io import torch_save_atomic
-from ghrs.serving import MODEL_FILE, load_run, recommend
+from ghrs.serving import MODEL_FILE, check_request, load_run, recommend
+
+FORMATS = ("table", "json", "csv")
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -24,17 +28,21 @@ def render(table, fmt: str) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="recommend")
+@user_errors
 def main(cfg: DictConfig) -> None:
-    model, train_cfg = load_run(cfg.run)
-    users = OmegaConf.to_container(cfg.users) if OmegaConf.is_list(cfg.users) else [cfg.users]
-    history = OmegaConf.to_container(cfg.history) if cfg.history is not None else None
-    side = OmegaConf.to_container(cfg.side) if cfg.side is not None else None
+    # every argument is checked before the model loads (loading takes seconds)
+    run = run_file(required(cfg, "run", "run=outputs/<date>/<time>"))
+    users = id_list(required(cfg, "users", "users=[1,42]"), "users")
+    history, side, fmt = plain(cfg.history), plain(cfg.side), choice(cfg.format, "format", FORMATS)
+    check_request(users, cfg.k, history, side)
+    model, train_cfg = load_run(run)
     table = recommend(model, users, int(cfg.k), history, side)
-    print(render(table, cfg.format))
+    print(render(table, fmt))
     if cfg.save:
         path = Path(cfg.run) / MODEL_FILE if Path(cfg.run).is_dir() else Path(cfg.run)
         torch_save_atomic(path, {"model": model, "config": train_cfg, "dataset_name": model.dataset.name})
 
 
 if __name__ == "__main__":
+    check_command_line()
     main()

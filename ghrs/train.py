@@ -8,16 +8,20 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from ghrs.errors import check_command_line, user_errors
 from ghrs.pipeline import run_training
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@user_errors
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_training(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    metrics = run_training(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
     return metrics.get("test", {}).get("rmse")  # the value a Hydra sweeper would minimise
 
 
 if __name__ == "__main__":
+    check_command_line()
     main()

@@ -39,8 +39,8 @@ class LightGCNRecommender(Recommender):
         n_u, n_i = dataset.n_users, dataset.n_items
         self.edge_index = homogeneous_edge_index(dataset, pos)
         self.net = LightGCN(n_u + n_i, self.dim, self.n_layers)
-        users = torch.as_tensor(pos["user"].to_numpy())
-        items = torch.as_tensor(pos["item"].to_numpy())
+        users = torch.tensor(pos["user"].to_numpy())  # copies (pandas arrays are read-only)
+        items = torch.tensor(pos["item"].to_numpy())
         bs = self.trainer.batch_size
 
         def batches(epoch: int):
@@ -56,7 +56,8 @@ class LightGCNRecommender(Recommender):
             node_id = torch.cat([u, n_u + i, n_u + j]).unique()
             return net.recommendation_loss((eu * ei).sum(-1), (eu * ej).sum(-1), node_id=node_id, lambda_reg=self.reg)
 
-        self.state = train_loop(self.net, batches, loss_fn, self.trainer, None, run_dir)
+        self.state = train_loop(self.net, batches, loss_fn, self.trainer, None, run_dir,
+                                n_batches=-(-len(users) // bs))
         with torch.no_grad():
             emb = self.net.get_embedding(self.edge_index)
         self.user_emb, self.item_emb = emb[:n_u].clone(), emb[n_u:].clone()

@@ -13,7 +13,7 @@ from torch import nn
 from ghrs.data.dataset import RatingsDataset
 from ghrs.models.base import Recommender
 from ghrs.models.bias import fit_biases
-from ghrs.training import TrainerConfig, TrainState, train_loop
+from ghrs.training import TrainerConfig, TrainState, Validation, train_loop
 
 
 class BiasedMF(nn.Module):
@@ -67,11 +67,13 @@ class MFRecommender(Recommender):
 
         valid_fn = None
         if valid is not None and len(valid):
-            vu, vi = torch.as_tensor(valid["user"].to_numpy()), torch.as_tensor(valid["item"].to_numpy())
-            vr = torch.as_tensor(valid["rating"].to_numpy(np.float32))
+            # torch.tensor copies: pandas hands out read-only arrays, which torch.as_tensor warns about
+            vu, vi = torch.tensor(valid["user"].to_numpy()), torch.tensor(valid["item"].to_numpy())
+            vr = torch.tensor(valid["rating"].to_numpy(np.float32))
             lo, hi = dataset.rating_scale
-            valid_fn = lambda net: float(((net(vu, vi).clamp(lo, hi) - vr) ** 2).mean().sqrt())
-        self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer, valid_fn, run_dir)
+            valid_fn = Validation(lambda net: float(((net(vu, vi).clamp(lo, hi) - vr) ** 2).mean().sqrt()), "rmse")
+        self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer, valid_fn, run_dir,
+                                            n_batches=-(-len(r) // bs))
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=dataset.n_users) > 0
         self.history = train
         return self
