@@ -10,6 +10,7 @@ import logging
 import resource
 import time
 from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ghrs.io import torch_save_atomic, write_bytes_atomic, write_json_atomic
 from ghrs.models.base import Recommender
 from ghrs.resources import PeakMemory
 from ghrs.serving import MODEL_FILE, top_k
-from ghrs.training import seed_everything
+from ghrs.training import TrainerConfig, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def configured(node: DictConfig, group: str) -> Any:
     try:
         return factory()
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{group}: {exc} (fix the {group}.* value on the command line or in conf/{group}/)") from exc
+        raise ConfigError(f"{group}: {exc} (fix the {group}.* value)") from exc
 
 
 def check_encoder(cfg: DictConfig, overrides: list[str] | None = None) -> None:
@@ -85,10 +86,11 @@ def build(cfg: DictConfig) -> tuple[RatingsDataset, Split]:
     return dataset, build_split(cfg.split, dataset)
 
 
-def build_split(split_cfg: DictConfig, dataset: RatingsDataset) -> Split:
-    """Split ``dataset`` as configured; a split that leaves no training or no test ratings is a
-    :class:`ConfigError`."""
-    split = configured(split_cfg, "split")(dataset)
+def build_split(split_cfg: DictConfig | Callable, dataset: RatingsDataset) -> Split:
+    """Split ``dataset`` as configured (``split_cfg``: the config or the split object built from it); a split
+    that leaves no training or no test ratings is a :class:`ConfigError`."""
+    splitter = split_cfg if callable(split_cfg) else configured(split_cfg, "split")
+    split = splitter(dataset)
     for part in ("train", "test"):
         if len(getattr(split, part)) == 0:
             raise ConfigError(f"split {split.name} of {dataset.name} ({len(dataset.ratings):,} ratings) leaves no "
@@ -122,8 +124,15 @@ def run_training(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | No
     """Run the whole pipeline; writes ``config.yaml``, ``model.pt``, ``metrics.json`` and
     ``recommendations.csv`` into ``run_dir``. ``overrides``: the command line's (checked for mistakes)."""
     run_dir = Path(run_dir)
+    # every configured object is built (and so checked) before any data work
     check_encoder(cfg, overrides)
-    model: Recommender = configured(cfg.model, "model")  # bad model values fail before any data work
+    if "trainer" in cfg:
+        try:
+            TrainerConfig.from_any(OmegaConf.to_container(cfg.trainer, resolve=True))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{exc} (fix the trainer.* value)") from exc
+    splitter = configured(cfg.split, "split")
+    model: Recommender = configured(cfg.model, "model")
     distributed.init(cfg.trainer.get("strategy", "single"))
     main = distributed.is_main()  # under DDP only rank 0 writes artifacts
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +145,7 @@ def run_training(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | No
         dataset = instantiate(cfg.dataset, _convert_="all")
     log.info("%s", dataset.summary())
     with stage("split", timings, memory):
-        split = build_split(cfg.split, dataset)
+        split = build_split(splitter, dataset)
     log.info("%s", split.describe())
     with stage("fit", timings, memory):
         model.fit(dataset, split.train, split.valid if len(split.valid) else None, run_dir=run_dir)
