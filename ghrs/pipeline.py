@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from contextlib import contextmanager
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 

@@ -126,7 +126,7 @@ def test_recommend_and_predict_work(run, tmp_path, monkeypatch, capsys):
 def test_evaluate_names_the_training_command_and_writes_one_file_per_protocol(run, monkeypatch, capsys):
     # the run held out 10% of users with reveal 0: reveal 3 of the same users is a fair protocol ...
     for reveal in (0, 3):
-        code, out, err = call("evaluate", f"run={run}", "split=cold_user", f"split.reveal={reveal}",
+        code, _, err = call("evaluate", f"run={run}", "split=cold_user", f"split.reveal={reveal}",
                               monkeypatch=monkeypatch, capsys=capsys)
         assert code == 0, err
     files = sorted(p.name for p in run.glob("metrics_*.json"))
