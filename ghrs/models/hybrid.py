@@ -489,6 +489,13 @@ class HybridRecommender(Recommender):
             self.stream_state = _map(lambda full, sub: full.index_copy(0, changed, sub.to(full.dtype))
                                      if _batched(full) else full, grown, self._stream_states(changed))
 
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled parameters restart their version counters: the stored encodings belong to the stored
+        # weights, so they stay valid for incremental encoding.
+        self.__dict__.update(state)
+        if getattr(self, "_encoded_token", None) is not None:
+            self._encoded_token = self._weights_token()
+
     def _weights_token(self) -> tuple:
         """Changes whenever a parameter is updated in place (optimiser steps, loading best weights)."""
         return tuple(p._version for p in self.net.parameters())
