@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ghrs.errors import ConfigError
-from ghrs.serving import MODEL_FILE
+from ghrs.serving import MODEL_FILE, model_file
 
 RUN_EXAMPLE = "run=outputs/<date>/<time> (the directory python -m ghrs.train printed as 'run dir')"
 
@@ -27,11 +27,11 @@ def plain(value: Any) -> Any:
 
 
 def run_file(run: Any) -> Path:
-    """The ``model.pt`` of a training run given as its directory or as the file itself."""
+    """The model file of a training run given as its directory or as the file itself."""
     path = Path(str(run)).expanduser()
     if not path.exists():
         raise ConfigError(f"run={run}: no such directory; pass a training run directory, e.g. {RUN_EXAMPLE}")
-    file = path / MODEL_FILE if path.is_dir() else path
+    file = model_file(path)  # an older run's pickled model.pt is refused there, with the fix
     if not file.is_file():
         raise ConfigError(f"run={run}: no {MODEL_FILE} in it (an unfinished or non-training run?); pass a "
                           f"finished training run directory, e.g. {RUN_EXAMPLE}")

@@ -5,17 +5,31 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
+TEMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<random>.tmp" next to their target
+_UMASK_LOCK = threading.Lock()
+
+
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0644 under the usual umask 022): ``mkstemp``
+    creates 0600, which would keep artefacts from the other users of a shared run dir."""
+    with _UMASK_LOCK:  # reading the umask means setting it: serialise against other writer threads
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
 
 def _atomic(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -10,7 +10,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,12 @@ from ghrs.data.dataset import RatingsDataset
 from ghrs.data.splits import Split
 from ghrs.errors import ConfigError
 from ghrs.evaluation import evaluate
-from ghrs.io import torch_save_atomic, write_bytes_atomic, write_json_atomic
+from ghrs.io import write_bytes_atomic, write_json_atomic
 from ghrs.models.base import Recommender
 from ghrs.resources import PeakMemory
-from ghrs.serving import MODEL_FILE, top_k
-from ghrs.training import TrainerConfig, seed_everything
+from ghrs.rundir import check_resume_config, new_run_id, run_lock, set_run_id
+from ghrs.serving import MODEL_FILE, save_run_model, top_k
+from ghrs.training import CHECKPOINT, TrainerConfig, checkpoint_meta, load_checkpoint, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,9 @@ def write_recommendations(path: Path, model: Recommender, dataset: RatingsDatase
 
 
 def save_model(path: Path, model: Recommender, cfg: DictConfig) -> None:
-    """Pickle the fitted model (it holds its dataset: id maps, titles, history) and the resolved config."""
-    dataset = model.dataset
-    torch_save_atomic(path, {"model": model, "config": OmegaConf.to_container(cfg, resolve=True),
-                             "dataset_name": dataset.name})
+    """Write the fitted model (id maps, titles, side table, training interactions; no test ratings) and
+    the resolved config as a pickle-free artefact (:func:`ghrs.serving.save_run_model`)."""
+    save_run_model(path, model, OmegaConf.to_container(cfg, resolve=True))
 
 
 def results_table(metrics: dict[str, dict[str, float]]) -> str:
@@ -120,9 +120,24 @@ def results_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(rows)
 
 
+def check_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """With ``trainer.resume``, refuse a config that differs from the checkpoint's in a key that shapes the
+    model (:func:`ghrs.rundir.check_resume_config`) before anything is fitted."""
+    resume = cfg.trainer.get("resume", False)
+    path = Path(resume) if isinstance(resume, str) else run_dir / CHECKPOINT
+    if not resume or not path.exists():
+        return
+    stored = load_checkpoint(path).get("meta", {}).get("config")
+    if stored is not None:
+        check_resume_config(stored, OmegaConf.to_container(cfg, resolve=True), path)
+
+
 def run_training(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run the whole pipeline; writes ``config.yaml``, ``model.pt``, ``metrics.json`` and
-    ``recommendations.csv`` into ``run_dir``. ``overrides``: the command line's (checked for mistakes)."""
+    """Run the whole pipeline; writes ``config.yaml``, the model, ``metrics.json`` and
+    ``recommendations.csv`` into ``run_dir``. ``overrides``: the command line's (checked for mistakes).
+
+    One trainer per run dir: the run holds the dir's writer lock (:func:`ghrs.rundir.run_lock`) and tags
+    its log lines, its config and its metrics with a fresh run id."""
     run_dir = Path(run_dir)
     # every configured object is built (and so checked) before any data work
     check_encoder(cfg, overrides)
@@ -134,11 +149,23 @@ def run_training(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | No
     splitter = configured(cfg.split, "split")
     model: Recommender = configured(cfg.model, "model")
     distributed.init(cfg.trainer.get("strategy", "single"))
-    main = distributed.is_main()  # under DDP only rank 0 writes artifacts
+    run_id = new_run_id()
+    set_run_id(run_id)
+    # under DDP only rank 0 writes artifacts, and locks
+    lock = run_lock(run_dir, "training", run_id=run_id) if distributed.is_main() else nullcontext()
+    with lock:
+        return _run_training(cfg, run_dir, run_id, splitter, model)
+
+
+def _run_training(cfg: DictConfig, run_dir: Path, run_id: str, splitter: Callable, model: Recommender) -> dict[str, Any]:
+    main = distributed.is_main()
     run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("run id %s in %s", run_id, run_dir)
+    check_resume(cfg, run_dir)
     seed_everything(int(cfg.seed))
     if main:
-        write_bytes_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+        header = f"# run_id: {run_id}\n"
+        write_bytes_atomic(run_dir / "config.yaml", (header + OmegaConf.to_yaml(cfg, resolve=True)).encode())
     timings: dict[str, float] = {}
     memory: dict[str, float] = {}
     with stage("load", timings, memory):
@@ -147,7 +174,8 @@ def run_training(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | No
     with stage("split", timings, memory):
         split = build_split(splitter, dataset)
     log.info("%s", split.describe())
-    with stage("fit", timings, memory):
+    with stage("fit", timings, memory), checkpoint_meta({"config": OmegaConf.to_container(cfg, resolve=True),
+                                                         "run_id": run_id}):
         model.fit(dataset, split.train, split.valid if len(split.valid) else None, run_dir=run_dir)
     if main:
         with stage("save", timings):
@@ -160,6 +188,7 @@ def run_training(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | No
                          bool(cfg.eval.rating_metrics) and model.predicts_ratings)
             if m:
                 metrics[part] = m
+    metrics["run_id"] = run_id
     metrics["timings"] = timings
     metrics["world_size"] = distributed.world_size()
     if not main:

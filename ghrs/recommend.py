@@ -9,8 +9,7 @@ from omegaconf import DictConfig
 
 from ghrs.arguments import choice, id_list, plain, required, run_file
 from ghrs.errors import check_command_line, user_errors
-from ghrs.io import torch_save_atomic
-from ghrs.serving import MODEL_FILE, check_request, load_run, recommend
+from ghrs.serving import check_request, load_run, recommend, update_run
 
 FORMATS = ("table", "json", "csv")
 
@@ -35,12 +34,12 @@ def main(cfg: DictConfig) -> None:
     users = id_list(required(cfg, "users", "users=[1,42]"), "users")
     history, side, fmt = plain(cfg.history), plain(cfg.side), choice(cfg.format, "format", FORMATS)
     check_request(users, cfg.k, history, side)
-    model, train_cfg = load_run(run)
+    model, _ = load_run(run)
     table = recommend(model, users, int(cfg.k), history, side)
     print(render(table, fmt))
     if cfg.save:
-        path = Path(cfg.run) / MODEL_FILE if Path(cfg.run).is_dir() else Path(cfg.run)
-        torch_save_atomic(path, {"model": model, "config": train_cfg, "dataset_name": model.dataset.name})
+        # Re-applied to the newest saved model under the run dir's lock: concurrent saves all keep theirs.
+        update_run(cfg.run, lambda latest: recommend(latest, users, int(cfg.k), history, side))
 
 
 if __name__ == "__main__":

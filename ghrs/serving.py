@@ -8,28 +8,69 @@ else is a clear error.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from ghrs import artefacts
 from ghrs.errors import ConfigError, UnknownIdError
 from ghrs.models.base import Recommender
+from ghrs.rundir import run_lock
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.safetensors"
+LEGACY_MODEL_FILE = "model.pt"  # pickled models of older versions: never loaded
+SAVE_WAIT_S = 120.0  # how long a save=true update waits for another writer of the run dir
+
+
+def model_file(run: str | Path) -> Path:
+    """The model file of a run directory (or ``run`` itself when it names a file)."""
+    path = Path(run).expanduser()
+    if path.is_dir():
+        if not (path / MODEL_FILE).exists() and (path / LEGACY_MODEL_FILE).exists():
+            raise artefacts.ArtefactError(
+                f"{path / LEGACY_MODEL_FILE} is a pickled model from an older version, which is never loaded "
+                "(loading it could run code from the file); retrain the run (python -m ghrs.train)")
+        return path / MODEL_FILE
+    if not path.exists():
+        raise artefacts.ArtefactError(
+            f"no run at {path}: pass a training run directory (outputs/...) or its {MODEL_FILE}")
+    return path
 
 
 def load_run(run: str | Path) -> tuple[Recommender, dict]:
-    """Load ``model.pt`` from a run directory (or a path to the file itself)."""
-    path = Path(run).expanduser()
-    file = path / MODEL_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no {MODEL_FILE} at {path}: pass a training run directory (outputs/...) or its model.pt")
-    blob = torch.load(file, map_location="cpu", weights_only=False)
-    return blob["model"], blob["config"]
+    """Load the model of a run directory (or of its model file): ``(model, resolved training config)``.
+
+    Only what :mod:`ghrs.artefacts` can parse is read; nothing in the file is executed."""
+    file = model_file(run)
+    model, meta = artefacts.load(file)
+    if not isinstance(model, Recommender) or not isinstance(meta.get("config"), dict):
+        raise artefacts.ArtefactError(f"{file}: holds no trained model; retrain the run (python -m ghrs.train)")
+    return model, meta["config"]
+
+
+def save_run_model(path: str | Path, model: Recommender, config: dict) -> Path:
+    """Write ``model`` and its resolved training ``config`` (plain dict) as a pickle-free artefact."""
+    meta = {"config": config, "dataset_name": model.dataset.name, "model_class": type(model).__name__}
+    hook = artefacts.Shareable(model.dataset, getattr(model, "trained_users", None))
+    return artefacts.save(path, model, meta, hook=hook)
+
+
+def update_run(run: str | Path, apply: Callable[[Recommender], Any]) -> Any:
+    """Load a run's model, ``apply(model)`` (fold users in, observe interactions) and save it back.
+
+    Holds the run dir's writer lock from load to save, so concurrent updates are serialised and none is
+    lost; the write is atomic. Returns what ``apply`` returns."""
+    file = model_file(run)
+    with run_lock(file.parent, "recommend save", wait=SAVE_WAIT_S):
+        model, config = load_run(file)
+        result = apply(model)
+        save_run_model(file, model, config)
+    return result
 
 
 def interactions_frame(model: Recommender, rows, default_user=None) -> pd.DataFrame:

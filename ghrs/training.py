@@ -7,10 +7,13 @@ and early-stopping state, so an interrupt loses at most the epoch in progress.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import pickle
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ghrs import distributed
+from ghrs.errors import UserError
 from ghrs.io import torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -70,13 +74,88 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG's state as tensors and plain values (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
 
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
+
+
+# What the caller (the pipeline) wants stored with every checkpoint: the config that shapes the model,
+# the run id. Plain values only.
+_checkpoint_meta: contextvars.ContextVar[dict | None] = contextvars.ContextVar("checkpoint_meta", default=None)
+
+
+@contextmanager
+def checkpoint_meta(meta: dict) -> Iterator[None]:
+    """Store ``meta`` (plain values) in every checkpoint written inside the ``with`` block."""
+    token = _checkpoint_meta.set(meta)
+    try:
+        yield
+    finally:
+        _checkpoint_meta.reset(token)
+
+
+def _bad_checkpoint(path: Path, what: str) -> UserError:
+    return UserError(f"checkpoint {path} {what}; delete it to train from scratch (or set trainer.resume=false "
+                     "in a new run dir), or restore it from a backup")
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: tensors and plain values only, so a
+    crafted file cannot run code. Unreadable, truncated or foreign files are a one-line UserError."""
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"no checkpoint at {path}: give trainer.resume=true with the run dir of an "
+                        "interrupted run, or a path to its last.ckpt") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- whatever a damaged file makes the unpickler raise
+        if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
+            raise _bad_checkpoint(path, "holds objects other than tensors and plain values (never loaded: "
+                                        "loading them could run code)") from None
+        raise _bad_checkpoint(path, f"is corrupt or truncated ({type(exc).__name__})") from None
+    if not isinstance(ck, dict) or not {"model", "optimizer", "state", "rng"} <= set(ck):
+        raise _bad_checkpoint(path, "is not a ghrs checkpoint")
+    return ck
+
+
+def save_checkpoint(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, state: TrainState,
+                    best_weights: dict | None) -> None:
+    """Write ``last.ckpt`` atomically: plain tensors and values (model, optimiser, RNG, early stopping)."""
+    torch_save_atomic(path, {
+        "model": module.state_dict(), "optimizer": opt.state_dict(), "state": asdict(state),
+        "best_weights": best_weights, "rng": _rng_state(), "meta": _checkpoint_meta.get() or {},
+    })
+
+
+def _resume(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainerConfig):
+    """Restore module, optimiser, RNG and early-stopping state from ``path``; the optimiser takes the
+    *current* ``trainer.lr`` / ``weight_decay`` (a changed value is applied, and logged)."""
+    ck = load_checkpoint(path)
+    try:
+        module.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:120]]
+        raise _bad_checkpoint(path, f"was written by a model of another shape ({first[0].strip()})") from None
+    for group in opt.param_groups:
+        for key, new in (("lr", cfg.lr), ("weight_decay", cfg.weight_decay)):
+            if group[key] != new:
+                log.info("resume: trainer.%s %g in the checkpoint -> %g now (applied)", key, group[key], new)
+                group[key] = new
+    _set_rng_state(ck["rng"])
+    return TrainState(**ck["state"]), ck["best_weights"]
 
 
 class _LossModule(torch.nn.Module):
@@ -152,12 +231,7 @@ def train_loop(
             log.warning("trainer.resume set but no checkpoint at %s: starting from scratch", resume_from)
             resume_from = None
     if resume_from is not None:
-        ck = torch.load(resume_from, map_location="cpu", weights_only=False)
-        module.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = TrainState(**ck["state"])
-        best_weights = ck["best_weights"]
-        _set_rng_state(ck["rng"])
+        state, best_weights = _resume(resume_from, module, opt, cfg)
         log.info("resumed from %s after epoch %d", resume_from, state.epoch)
 
     valid = valid_fn if valid_fn is None or isinstance(valid_fn, Validation) else Validation(valid_fn)
@@ -214,10 +288,7 @@ def train_loop(
         state.epoch = epoch
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
         if ckpt_path is not None and distributed.is_main():
-            torch_save_atomic(ckpt_path, {
-                "model": module.state_dict(), "optimizer": opt.state_dict(), "state": asdict(state),
-                "best_weights": best_weights, "rng": _rng_state(),
-            })
+            save_checkpoint(ckpt_path, module, opt, state, best_weights)
         if on_epoch_end is not None:
             on_epoch_end(state)
     if best_weights is not None:

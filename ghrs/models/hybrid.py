@@ -33,6 +33,7 @@ from torch import nn
 from torch_geometric.nn import LGConv
 from torch_geometric.utils import to_torch_csr_tensor
 
+from ghrs import artefacts, distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
@@ -45,6 +46,7 @@ from ghrs.training import TrainerConfig, TrainState, Validation, train_loop
 log = logging.getLogger(__name__)
 
 N_STEP_FEATURES = 2  # per interaction: centred rating, log(1 + days since the previous interaction)
+GHRS_CACHE = "ghrs_fit.safetensors"  # the fitted GHRS model and base predictions, reused on resume
 
 
 def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -317,7 +319,17 @@ class HybridRecommender(Recommender):
         torch.manual_seed(self.seed)
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
-        self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
+        # A resumed run reads GHRS and its out-of-fold base predictions from the run dir (no refit).
+        cache = run_dir is not None and self.ghrs_fitted is None and Path(run_dir) / GHRS_CACHE
+        cache_key = artefacts.fingerprint(train, self.ghrs_kwargs, self.base_folds, self.max_len, self.seed,
+                                          dataset.n_users, dataset.n_items) if cache else ""
+        cached = artefacts.load_cache(cache, cache_key) if cache and self.trainer.resume else None
+        if cached is not None:
+            log.info("hybrid: GHRS fit and base predictions read from %s (resume)", cache)
+            self.ghrs = cached["ghrs"]
+            self.ghrs.dataset = dataset
+        else:
+            self.ghrs = self.ghrs_fitted or GHRSRecommender(**self.ghrs_kwargs).fit(dataset, train, valid)
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
         f = self.ghrs.features
         user_static = np.concatenate([f.user_features, f.user_codes], 1)
@@ -335,7 +347,14 @@ class HybridRecommender(Recommender):
         real = seqs.items > 0
         ru, rt = real.nonzero(as_tuple=True)
         base = torch.zeros(seqs.items.shape)
-        base[ru, rt] = torch.as_tensor(self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy()))
+        if cached is not None:
+            base_values = cached["base"]
+        else:
+            base_values = self._base_for_training(train, ru.numpy(), (seqs.items[ru, rt] - 1).numpy())
+            if cache and distributed.is_main():  # one writer under DDP
+                artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values},
+                                     hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
+        base[ru, rt] = torch.as_tensor(base_values)
         users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.numpy() >= 2))
         bs = max(1, self.trainer.batch_size)
 

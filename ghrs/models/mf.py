@@ -108,7 +108,7 @@ class MFRecommender(Recommender):
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = self.net(torch.as_tensor(np.asarray(users)), torch.as_tensor(np.asarray(items)))
+            out = self.net(torch.tensor(np.asarray(users)), torch.tensor(np.asarray(items)))  # copies: read-only arrays
         return self.clip(out.numpy())
 
     def score(self, users: np.ndarray) -> np.ndarray:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from ghrs.errors import check_command_line
 from ghrs.pipeline import RECOMMENDATIONS_FILE, run_training
+from ghrs.serving import MODEL_FILE, load_run
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -58,7 +58,7 @@ def test_train_writes_top_k_unseen_recommendations_with_titles(run):
     assert list(recs.columns) == ["user", "rank", "item", "title", "score"]
     assert (recs.groupby("user").size() == 10).all() and recs["title"].notna().all()
     assert recs.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
-    model = torch.load(run / "model.pt", weights_only=False)["model"]
+    model, _ = load_run(run)
     ds = model.dataset
     rated = set(zip(ds.user_ids[ds.ratings["user"]], ds.item_ids[ds.ratings["item"]]))
     assert not rated & set(zip(recs["user"], recs["item"]))  # nothing the user rated anywhere
@@ -92,7 +92,7 @@ def test_run_dir_errors_in_every_entry_point(args, needles, tmp_path, monkeypatc
 
 def test_a_directory_without_a_model_is_named(tmp_path, monkeypatch, capsys):
     assert_user_error(call("recommend", f"run={tmp_path}", "users=[1]", monkeypatch=monkeypatch, capsys=capsys),
-                      "no model.pt", "outputs/<date>/<time>")
+                      f"no {MODEL_FILE}", "outputs/<date>/<time>")
 
 
 def test_cheap_arguments_fail_before_the_model_loads(run, monkeypatch, capsys):

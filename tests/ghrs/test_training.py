@@ -38,7 +38,7 @@ def test_resume_after_interrupt_continues_from_last_finished_epoch(tmp_path, mon
         crash_after(3, m)
         with pytest.raises(Interrupt):
             fit_mf(tmp_path / "cut", max_epochs=5)
-    ck = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)
+    ck = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
     assert ck["state"]["epoch"] == 3
     resumed = fit_mf(tmp_path / "cut", max_epochs=5, resume=True)
     epochs = [h["epoch"] for h in resumed.state.history]
