@@ -70,8 +70,8 @@ class LightGCNRecommender(Recommender):
         self.history = history
         h = history[~self.trained_users[history["user"].to_numpy()]]
         if len(h):
-            u = torch.as_tensor(h["user"].to_numpy())
-            sums = torch.zeros_like(self.user_emb).index_add_(0, u, self.item_emb[torch.as_tensor(h["item"].to_numpy())])
+            u = torch.tensor(h["user"].to_numpy())
+            sums = torch.zeros_like(self.user_emb).index_add_(0, u, self.item_emb[torch.tensor(h["item"].to_numpy())])
             counts = torch.bincount(u, minlength=len(self.user_emb)).clamp(min=1).unsqueeze(-1)
             cold = torch.as_tensor(~self.trained_users)
             self.user_emb[cold] = (sums / counts)[cold]
@@ -81,7 +81,7 @@ class LightGCNRecommender(Recommender):
         self.trained_users = np.concatenate([self.trained_users, np.zeros(n_new - n_old, bool)])
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        s = self.user_emb[torch.as_tensor(np.asarray(users))] @ self.item_emb.T
+        s = self.user_emb[torch.tensor(np.asarray(users))] @ self.item_emb.T
         return (s + 1e-6 * torch.log1p(self.popularity)).numpy()  # popularity breaks ties (cold users)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:

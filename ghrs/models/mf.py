@@ -114,6 +114,6 @@ class MFRecommender(Recommender):
     def score(self, users: np.ndarray) -> np.ndarray:
         net = self.net
         with torch.no_grad():
-            u = torch.as_tensor(np.asarray(users))
+            u = torch.tensor(np.asarray(users))
             s = net.mu + net.user_bias(u) + net.item_bias.weight.T + net.user(u) @ net.item.weight.T
         return s.numpy()
