@@ -32,14 +32,19 @@ class UnknownIdError(UserError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def _user_error_in(exc: BaseException) -> UserError | None:
-    """``exc`` itself, or the :class:`UserError` that Hydra's ``instantiate`` wrapped (it re-raises every
-    exception of a configured target as ``InstantiationException`` from the original); None otherwise."""
-    from hydra.errors import InstantiationException
+def find_user_error(exc: BaseException) -> UserError | None:
+    """The :class:`UserError` behind ``exc``, following ``__cause__``/``__context__`` chains.
 
-    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc if isinstance(exc, UserError) else None
+    Hydra's ``instantiate`` wraps whatever a ``_target_`` raises in an ``InstantiationException``; the
+    user's mistake is then the cause, not the exception that reaches the entry point.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def user_errors(fn: F) -> F:
@@ -53,10 +58,10 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            user = _user_error_in(exc)
-            if user is None:
-                raise  # a bug: keep the traceback
-            message = " ".join(str(user).split())  # one line, whatever the message holds
+            cause = find_user_error(exc)
+            if cause is None:
+                raise  # a bug: keep its traceback
+            message = " ".join(str(cause).split())  # one line, whatever the message holds
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 

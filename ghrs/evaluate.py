@@ -19,10 +19,11 @@ from ghrs.arguments import output_file, required, run_file
 from ghrs.errors import ConfigError, check_command_line, user_errors
 from ghrs.evaluation import evaluate
 from ghrs.io import write_json_atomic
+from ghrs.paths import config_dir
 from ghrs.pipeline import build_split, results_table
 from ghrs.serving import load_run
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 def train_command(run_dir: Path, split_overrides: list[str]) -> str:

@@ -25,7 +25,7 @@ from ghrs.errors import ConfigError
 from ghrs.evaluation import evaluate
 from ghrs.io import write_bytes_atomic, write_json_atomic
 from ghrs.models.base import Recommender
-from ghrs.resources import PeakMemory
+from ghrs.resources import RunMemory
 from ghrs.rundir import check_resume_config, new_run_id, run_lock, set_run_id
 from ghrs.serving import MODEL_FILE, save_run_model, top_k
 from ghrs.training import CHECKPOINT, TrainerConfig, checkpoint_meta, load_checkpoint, seed_everything
@@ -37,17 +37,17 @@ RECOMMENDATIONS_FILE = "recommendations.csv"
 
 
 @contextmanager
-def stage(name: str, timings: dict[str, float], memory: dict[str, float] | None = None):
-    """Time a pipeline stage (and, given ``memory``, record its peak resident memory in MiB)."""
+def stage(name: str, timings: dict[str, float], memory: RunMemory | None = None):
+    """Time a pipeline stage (and, given ``memory``, record the run's peak resident memory in it, MiB)."""
     t0 = time.perf_counter()
-    with PeakMemory() as mem:
+    with memory.stage(name) if memory is not None else nullcontext():
         yield
     timings[name] = round(time.perf_counter() - t0, 3)
     if memory is not None:
-        memory[name] = round(mem.peak_mb, 1)
-        if mem.cuda_peak_mb is not None:
-            memory[f"{name}_cuda"] = round(mem.cuda_peak_mb, 1)
-    log.info("stage %s: %.2f s, peak RSS %.0f MiB", name, timings[name], mem.peak_mb)
+        log.info("stage %s: %.2f s, run memory %.0f MiB above the %.0f MiB at its start", name, timings[name],
+                 memory.stage_mb[name], memory.base_mb or 0.0)
+    else:
+        log.info("stage %s: %.2f s", name, timings[name])
 
 
 def configured(node: DictConfig, group: str) -> Any:
@@ -167,7 +167,7 @@ def _run_training(cfg: DictConfig, run_dir: Path, run_id: str, splitter: Callabl
         header = f"# run_id: {run_id}\n"
         write_bytes_atomic(run_dir / "config.yaml", (header + OmegaConf.to_yaml(cfg, resolve=True)).encode())
     timings: dict[str, float] = {}
-    memory: dict[str, float] = {}
+    memory = RunMemory()  # baseline: this run's start (per run inside a multirun or after a resume)
     with stage("load", timings, memory):
         dataset = instantiate(cfg.dataset, _convert_="all")
     log.info("%s", dataset.summary())
@@ -198,8 +198,12 @@ def _run_training(cfg: DictConfig, run_dir: Path, run_id: str, splitter: Callabl
     if k:
         with stage("recommend", timings):
             write_recommendations(run_dir / RECOMMENDATIONS_FILE, model, dataset, k, int(cfg.eval.batch_size))
-    metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # process peak
-    metrics["stage_peak_mb"] = memory  # peak RSS while each stage ran (per run, also inside a multirun)
+    # Memory of this run: each stage's peak RSS minus the RSS at the run's start (base_rss_mb), and the
+    # run's absolute peak; the process-wide ru_maxrss would mix in earlier jobs of a multirun.
+    metrics["base_rss_mb"] = round(memory.base_mb, 1) if memory.base_mb is not None else None
+    metrics["peak_rss_mb"] = round(memory.peak_mb if memory.base_mb is not None
+                                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    metrics["stage_peak_mb"] = {**memory.stage_mb, **{f"{k}_cuda": v for k, v in memory.cuda_mb.items()}}
     epochs = [r["seconds"] for r in getattr(getattr(model, "state", None), "history", [])]
     if epochs:
         metrics["epoch_s"] = round(sum(epochs) / len(epochs), 3)  # mean seconds per training epoch

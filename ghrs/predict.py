@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
-import pandas as pd
 from omegaconf import DictConfig
 
 from ghrs.arguments import input_file, output_file, required, run_file
+from ghrs.data.user_input import read_history, read_pairs, read_side
 from ghrs.errors import check_command_line, user_errors
 from ghrs.io import write_bytes_atomic
+from ghrs.paths import config_dir
 from ghrs.serving import load_run, predict_pairs
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-def _read(path: str | Path | None, sep: str) -> pd.DataFrame | None:
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""]) if path else None
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
@@ -29,7 +24,9 @@ def main(cfg: DictConfig) -> None:
     out = output_file(required(cfg, "out", "out=preds.csv"), "out")
     history, side = (input_file(cfg[k], k) if cfg[k] is not None else None for k in ("history", "side"))
     model, _ = load_run(run)
-    preds = predict_pairs(model, _read(pairs, cfg.sep), _read(history, cfg.sep), _read(side, cfg.sep))
+    ds = model.dataset  # the CSV parsers name file, line and column of any bad value
+    preds = predict_pairs(model, read_pairs(pairs, cfg.sep, ds), read_history(history, cfg.sep, ds),
+                          read_side(side, cfg.sep, ds), cfg.get("side_unknown", "error"))
     write_bytes_atomic(out, preds.to_csv(index=False).encode())
     print(f"wrote {len(preds)} predictions to {out}")
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from ghrs.arguments import choice, id_list, plain, required, run_file
 from ghrs.errors import check_command_line, user_errors
+from ghrs.paths import config_dir
 from ghrs.serving import check_request, load_run, recommend, update_run
 
 FORMATS = ("table", "json", "csv")
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 def render(table, fmt: str) -> str:
@@ -35,7 +34,7 @@ def main(cfg: DictConfig) -> None:
     history, side, fmt = plain(cfg.history), plain(cfg.side), choice(cfg.format, "format", FORMATS)
     check_request(users, cfg.k, history, side)
     model, _ = load_run(run)
-    table = recommend(model, users, int(cfg.k), history, side)
+    table = recommend(model, users, int(cfg.k), history, side, cfg.get("side_unknown", "error"))
     print(render(table, fmt))
     if cfg.save:
         # Re-applied to the newest saved model under the run dir's lock: concurrent saves all keep theirs.

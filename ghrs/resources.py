@@ -4,6 +4,10 @@
 the stages of one run it cannot tell which part used the memory. :class:`PeakMemory` samples the current
 resident set size from ``/proc/self/statm`` in a background thread while the block runs (Linux; elsewhere
 it falls back to ``ru_maxrss``) and, on a GPU, reads torch's peak allocated CUDA memory.
+
+:class:`RunMemory` turns these into per-run figures: each stage's peak minus the resident memory when the
+run started, so a run inside a multirun (or a resumed run) reports its own memory, not what earlier jobs
+of the same process left behind.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import os
 import resource
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Self
 
 import torch
@@ -70,3 +76,35 @@ class PeakMemory:
         if torch.cuda.is_available():
             self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
         return self
+
+
+class RunMemory:
+    """Per-run stage memory: ``with run.stage("fit"): ...`` then ``run.stage_mb["fit"]``.
+
+    ``base_mb`` is the resident set size when the run started (interpreter, imports, whatever earlier runs
+    of the process still hold); ``stage_mb[name]`` is the stage's peak RSS minus ``base_mb`` (MiB; the run's
+    own memory at its peak in that stage, including what earlier stages of this run keep alive) and
+    ``peak_mb`` the run's absolute peak RSS. Memory an earlier run freed but the allocator kept may be
+    reused without raising the RSS, so inside a multirun the figures are lower bounds; a fresh process
+    gives exact ones. ``cuda_mb[name]``: torch's peak allocated CUDA memory in the stage, when on a GPU.
+    """
+
+    def __init__(self, interval_s: float = 0.02):
+        self.interval_s = interval_s
+        self.base_mb = current_rss_mb()
+        self.peak_mb = self.base_mb
+        self.stage_mb: dict[str, float] = {}
+        self.cuda_mb: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[PeakMemory]:
+        with PeakMemory(self.interval_s) as mem:
+            yield mem
+        if self.base_mb is not None:
+            self.stage_mb[name] = round(max(mem.peak_mb - self.base_mb, 0.0), 1)
+            self.peak_mb = max(self.peak_mb, mem.peak_mb)
+        else:  # no /proc: only the process peak is known
+            self.stage_mb[name] = round(mem.peak_mb, 1)
+            self.peak_mb = max(self.peak_mb or 0.0, mem.peak_mb)
+        if mem.cuda_peak_mb is not None:
+            self.cuda_mb[name] = round(mem.cuda_peak_mb, 1)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ghrs import artefacts
+from ghrs.data.side_features import check_policy
 from ghrs.errors import ConfigError, UnknownIdError
 from ghrs.models.base import Recommender
 from ghrs.rundir import run_lock
@@ -105,8 +106,12 @@ def interactions_frame(model: Recommender, rows, default_user=None) -> pd.DataFr
     })
 
 
-def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, side: pd.DataFrame | None) -> None:
-    """Fold in users unknown to the model that come with side info and/or history; error otherwise."""
+def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, side: pd.DataFrame | None,
+                 side_unknown: str = "error") -> None:
+    """Fold in users unknown to the model that come with side info and/or history; error otherwise.
+
+    ``side_unknown``: ``error`` (side values unseen in training are a UserError) or ``ignore`` (logged)."""
+    check_policy(side_unknown)
     ds = model.dataset
     raw = np.asarray(raw_users).astype(ds.user_ids.dtype, copy=False) if len(raw_users) else np.asarray(raw_users)
     unknown = pd.unique(raw[pd.Index(ds.user_ids).get_indexer(raw) < 0])
@@ -126,7 +131,7 @@ def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, si
     if side is not None and len(side):
         side_rows = side.set_index("id").reindex(unknown).reset_index()
     log.info("folding in %d new user(s) without retraining: %s", len(unknown), unknown[:10].tolist())
-    model.add_users(unknown, side_rows)
+    model.add_users(unknown, side_rows, side_unknown)
 
 
 def top_k(model: Recommender, users: np.ndarray, k: int, exclude: pd.DataFrame, batch_size: int = 1024) -> pd.DataFrame:
@@ -170,6 +175,7 @@ def recommend(
     k: int = 10,
     history=None,
     side: dict | None = None,
+    side_unknown: str = "error",
 ) -> pd.DataFrame:
     """Top-``k`` unseen items per raw user id.
 
@@ -179,6 +185,7 @@ def recommend(
             user's state is updated with them (``model.observe``: one recurrent step per interaction for
             recurrent sequence models), an unknown user is folded in from them.
         side: for a single unknown user, side information (e.g. ``{"age": 30, "gender": "F"}``).
+        side_unknown: ``error`` | ``ignore``: side values the model never saw (see ``ensure_users``).
 
     Returns a frame ``user, rank, item, title, score`` (raw ids).
     """
@@ -186,7 +193,7 @@ def recommend(
     check_request(users, k, history, side)
     side_df = pd.DataFrame([{**side, "id": users[0]}]) if side else None
     hist_users = pd.DataFrame({"user": [users[0]] * len(history)}) if history else None
-    ensure_users(model, users, hist_users, side_df)
+    ensure_users(model, users, hist_users, side_df, side_unknown)
     if history:
         new = interactions_frame(model, history, default_user=users[0])
         model.observe(new)
@@ -216,6 +223,7 @@ def predict_pairs(
     pairs: pd.DataFrame,
     history: pd.DataFrame | None = None,
     side: pd.DataFrame | None = None,
+    side_unknown: str = "error",
 ) -> pd.DataFrame:
     """Ratings for raw ``(user, item)`` pairs, one output row per input row, in input order.
 
@@ -225,7 +233,7 @@ def predict_pairs(
     for col in ("user", "item"):
         if col not in pairs.columns:
             raise ConfigError(f"pairs need columns 'user' and 'item'; got {list(pairs.columns)}")
-    ensure_users(model, pairs["user"].to_numpy(), history, side)
+    ensure_users(model, pairs["user"].to_numpy(), history, side, side_unknown)
     if history is not None and len(history):
         model.set_history(pd.concat([model.history, interactions_frame(model, history)], ignore_index=True))
     ds = model.dataset

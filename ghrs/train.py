@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ghrs.errors import check_command_line, user_errors
+from ghrs.paths import config_dir
 from ghrs.pipeline import run_training
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package data
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -14,6 +14,33 @@ log = logging.getLogger(__name__)
 DUPLICATE_POLICIES = ("error", "last", "mean")
 
 
+def field_count_problem(raw: bytes, sep: str, n_fields: int) -> tuple[int, int] | None:
+    """First non-blank line (1-based) of a separated text file with other than ``n_fields`` fields.
+
+    Returns ``(line, fields)`` or None. ``sep`` is one character, or ``::`` for files whose fields hold
+    no ``:`` (MovieLens ``ratings.dat``). Vectorised over the bytes (no per-line Python loop).
+    """
+    data = np.frombuffer(raw, np.uint8)
+    ends = np.flatnonzero(data == 10)
+    if len(data) and data[-1] != 10:
+        ends = np.append(ends, len(data))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    width = 1 if len(sep) == 1 else 2
+    pos = np.flatnonzero(data == ord(sep[0]))
+    per_line = np.diff(np.searchsorted(pos, ends), prepend=0)  # separator bytes on each line
+    nonblank = (ends - starts) > (data[np.maximum(ends - 1, 0)] == 13)  # ignore empty and "\r"-only lines
+    bad = np.flatnonzero(nonblank & (per_line != width * (n_fields - 1)))
+    if not len(bad):
+        return None
+    k = int(bad[0])
+    return k + 1, int(per_line[k]) // width + 1
+
+
+def field_count_error(file: str, line: int, fields: int, columns: list[str]) -> DataError:
+    kind = "an extra field" if fields > len(columns) else "a missing field"
+    return DataError(f"{fields} fields where {len(columns)} are expected ({', '.join(columns)}): {kind}", file, line)
+
+
 def validate_ratings(
     raw: pd.DataFrame,
     file: str,
@@ -128,8 +155,9 @@ def build_dataset(
             "timestamp": ratings["timestamp"].to_numpy(np.int64),
         }
     )
-    # Canonical order: by user, then time (stable), which sequence models and splits rely on.
-    order = np.lexsort((table["timestamp"].to_numpy(), table["user"].to_numpy()))
+    # Canonical order: by user, then time, then item index (ties in time broken by item id, so the order
+    # never depends on the file's row order); sequence models and splits rely on it.
+    order = np.lexsort((table["item"].to_numpy(), table["timestamp"].to_numpy(), table["user"].to_numpy()))
     table = table.iloc[order].reset_index(drop=True)
     users_t = _align_side(users, user_ids, "user")
     items_t = _align_side(items, item_ids, "item")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ghrs.data.build import build_dataset, validate_ratings
+from ghrs.data.csv_table import read_csv_strict
 from ghrs.data.dataset import DataError, RatingsDataset
 from ghrs.errors import ConfigError
 
@@ -22,16 +23,9 @@ DEFAULT_COLUMNS = {"user": "user", "item": "item", "rating": "rating", "timestam
 
 
 def _read(path: str, sep: str) -> pd.DataFrame:
-    p = Path(path).expanduser()
-    if not p.is_file():
+    if not Path(path).expanduser().is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        table = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError as err:
-        raise DataError("empty file", str(p)) from err
-    except pd.errors.ParserError as err:
-        raise DataError(f"malformed row: {err}", str(p)) from err
-    return table
+    return read_csv_strict(path, sep)
 
 
 def _read_ratings(path: str, sep: str, columns: dict, scale: tuple[float, float]) -> pd.DataFrame:

@@ -140,9 +140,12 @@ class TemporalLOOSplit:
         self.min_history, self.relevant_min_rating, self.seed = min_history, relevant_min_rating, seed
 
     def __call__(self, dataset: RatingsDataset) -> Split:
-        r = dataset.ratings  # sorted by (user, timestamp) by build_dataset
-        # Rank from the end within each user; ties in timestamp keep file order (stable sort).
-        pos_from_end = r.groupby("user").cumcount(ascending=False).to_numpy()
+        r = dataset.ratings
+        # Rank from the end within each user in (timestamp, item) order: a timestamp tie is broken by the
+        # item index (raw id order), whatever the row order of the file or the table.
+        order = np.lexsort((r["item"].to_numpy(), r["timestamp"].to_numpy(), r["user"].to_numpy()))
+        pos_from_end = np.empty(len(r), np.int64)
+        pos_from_end[order] = r.iloc[order].groupby("user").cumcount(ascending=False).to_numpy()
         n_user = r.groupby("user")["item"].transform("size").to_numpy()
         eligible = n_user >= self.min_history
         test = eligible & (pos_from_end == 0)

@@ -3,7 +3,8 @@
 Side information follows the paper: gender, age in six bins (<=10, 11-20, 21-30, 31-40, 41-50, >50) and
 occupation, one-hot; optionally the zip code's first character as a region. ML-1M's age codes (1, 18,
 25, 35, 45, 50, 56) fall into the same bins. Tables without these columns (CSV, synthetic variants) are
-encoded by the generic :func:`ghrs.data.side_features.encode_side_table`.
+encoded by the generic rules of :class:`ghrs.data.side_features.SideTableEncoder`. The side encoder is
+fitted on the training users only and reused, unchanged, for users folded in later.
 
 Everything rating-derived (the graph, its features and their scaling) is fitted on the training ratings
 only; users unseen by ``fit`` get their graph features from the edges their revealed ratings give
@@ -16,12 +17,11 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ghrs.data.side_features import encode_side_table
+from ghrs.data.side_features import SideTableEncoder, check_policy, report_side_problems
 from ghrs.graph.graph_features import FEATURES, CentralityConfig, FeatureScaler, compute_graph_features
 from ghrs.graph.similarity_graph import SimilarityGraph, extend_with_new_users, user_similarity_graph
 
@@ -61,17 +61,25 @@ def age_bin(age: pd.Series) -> pd.Series:
     return pd.cut(pd.to_numeric(age, errors="coerce"), AGE_EDGES, labels=AGE_LABELS, right=True)
 
 
-@dataclass
 class SideEncoder:
-    """One-hot side information with a vocabulary fixed at fit time (new users map onto it; unknown
-    categories are all-zero)."""
+    """The GHRS side-information vector, fitted once on the training users and reused for new ones.
 
-    zip_region: bool = False
-    vocab: dict[str, list[str]] = field(default_factory=dict)
-    generic: bool = False
-    names: list[str] = field(default_factory=list)
+    The paper's columns become labels (gender, the six age bins, occupation, optionally the zip code's
+    first character as a region), one-hot; any other column of a richer table (numbers, strings,
+    ``a|b`` tags) goes through the generic rules of :class:`~ghrs.data.side_features.SideTableEncoder`.
+    Tables without the paper's columns (CSV, synthetic variants) use the generic rules alone.
 
-    def _categorical(self, table: pd.DataFrame) -> dict[str, pd.Series]:
+    Fitted attributes: ``encoder_`` (a :class:`SideTableEncoder` over the derived table), ``age_range_``
+    (the training ages, checked for users folded in), ``names`` (feature names).
+    """
+
+    def __init__(self, zip_region: bool = False, numeric: str = "standard"):
+        self.zip_region = zip_region
+        self.numeric = numeric
+        self.names: list[str] = []
+
+    def _derived(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The paper's labels in place of gender/age/occupation/zip (other columns as they are)."""
         cols: dict[str, pd.Series] = {}
         if "gender" in table.columns:
             cols["gender"] = table["gender"].astype("string").str.upper().str.strip()
@@ -81,53 +89,38 @@ class SideEncoder:
             cols["occupation"] = table["occupation"].astype("string").str.strip().str.lower()
         if self.zip_region and "zip" in table.columns:
             cols["zip_region"] = table["zip"].astype("string").str.strip().str[:1]
-        return cols
+        rest = table.drop(columns=[c for c in (*PAPER_COLUMNS, "zip") if c in table.columns])
+        return pd.concat([pd.DataFrame(cols, index=table.index), rest], axis=1)
 
     def fit(self, table: pd.DataFrame) -> SideEncoder:
         self.generic = not any(c in table.columns for c in PAPER_COLUMNS)
-        if self.generic:
-            _, self.names = encode_side_table(table, exclude=("zip",))
-            return self
-        self.vocab = {
-            name: sorted(v for v in s.dropna().unique().tolist() if v != "")
-            for name, s in self._categorical(table).items()
-        }
-        # Other columns of a richer table: the generic encoder, which is stateless per column.
-        rest = table.drop(columns=[c for c in (*PAPER_COLUMNS, "zip") if c in table.columns])
-        _, rest_names = encode_side_table(rest) if len(rest.columns) else (None, [])
-        self.rest_columns = list(rest.columns)
-        self.names = [f"{k}={v}" for k, vals in self.vocab.items() for v in vals] + rest_names
+        derived = table if self.generic else self._derived(table)
+        paper = () if self.generic else tuple(c for c in ("gender", "age", "occupation", "zip_region")
+                                              if c in derived.columns)
+        self.encoder_ = SideTableEncoder(exclude=("zip",), numeric=self.numeric, categorical=paper).fit(derived)
+        ages = pd.to_numeric(table["age"], errors="coerce") if not self.generic and "age" in table.columns else None
+        self.age_range_ = (float(ages.min()), float(ages.max())) if ages is not None and ages.notna().any() else None
+        self.names = list(self.encoder_.names_)
         return self
 
     def transform(self, table: pd.DataFrame) -> np.ndarray:
-        if self.generic:
-            x, names = encode_side_table(table, exclude=("zip",))
-            return _align(x, names, self.names)
-        blocks = []
-        cats = self._categorical(table)
-        for name, vals in self.vocab.items():
-            s = cats.get(name, pd.Series(pd.NA, index=table.index, dtype="string"))
-            codes = pd.Index(vals).get_indexer(s.astype(object).where(s.notna(), None))  # unseen/missing -> -1
-            onehot = np.zeros((len(table), len(vals)), np.float32)
-            ok = codes >= 0
-            onehot[np.flatnonzero(ok), codes[ok]] = 1.0
-            blocks.append(onehot)
-        if self.rest_columns:
-            x, names = encode_side_table(table[self.rest_columns])
-            blocks.append(_align(x, names, self.names[sum(len(v) for v in self.vocab.values()):]))
-        if not blocks:
-            return np.zeros((len(table), 0), np.float32)
-        return np.concatenate(blocks, 1).astype(np.float32)
+        """(n_rows, n_features) float32, with the training-time vocabularies and scalers."""
+        return self.encoder_.transform(table if self.generic else self._derived(table))
 
-
-def _align(x: np.ndarray, names: list[str], wanted: list[str]) -> np.ndarray:
-    """Columns of ``x`` (named ``names``) in the order of ``wanted``; missing ones are zero."""
-    pos = {n: j for j, n in enumerate(names)}
-    out = np.zeros((len(x), len(wanted)), np.float32)
-    for j, n in enumerate(wanted):
-        if n in pos:
-            out[:, j] = x[:, pos[n]]
-    return out
+    def check(self, table: pd.DataFrame, policy: str = "error") -> None:
+        """Side values of users folded in that training never saw: an error, or (``ignore``) a warning."""
+        check_policy(policy)
+        problems = []
+        if self.age_range_ is not None and "age" in table.columns:
+            age = pd.to_numeric(table["age"], errors="coerce")
+            lo, hi = self.age_range_
+            bad = table["age"][age.isna() & table["age"].notna()].unique().tolist()
+            problems += [f"age={v!r} is not a number" for v in bad]
+            problems += [f"age={v:g} is outside the training range [{lo:g}, {hi:g}]"
+                         for v in age[(age < lo) | (age > hi)].unique().tolist()]
+        derived = table if self.generic else self._derived(table)
+        problems += [p for p in self.encoder_.problems(derived) if not p.startswith("age=")]
+        report_side_problems(problems, policy)
 
 
 class UserFeatureExtractor:
@@ -189,8 +182,9 @@ class UserFeatureExtractor:
             self.raw = compute_graph_features(self.graph.adjacency, self.centrality)
         self.cols = [FEATURES.index(n) for n in self.graph_feature_names]
         self.scaler = FeatureScaler(self.scaling).fit(self.raw.values[self.raw.in_graph][:, self.cols])
-        if self.use_side:
-            self.side.fit(users)
+        if self.use_side:  # fitted on the users with training ratings, reused for everyone else
+            trained = np.unique(train["user"].to_numpy())
+            self.side.fit(users.iloc[trained])
         return self.transform_rows(np.arange(n_users), self.raw.values, self.raw.in_graph, users)
 
     def transform_rows(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
 
 from ghrs.data.dataset import RatingsDataset
 from ghrs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ghrs.features.user_features import SideEncoder
 
 
 class Recommender:
@@ -50,12 +53,13 @@ class Recommender:
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def add_users(self, raw_ids, side: pd.DataFrame | None = None) -> np.ndarray:
+    def add_users(self, raw_ids, side: pd.DataFrame | None = None, side_unknown: str = "error") -> np.ndarray:
         """Register users the dataset has never seen (cold start at serving time).
 
         ``side``: optional side information, one row per new user in ``raw_ids`` order, columns as in
-        ``dataset.users``. Returns the new users' indices; follow with ``set_history`` to give them
-        ratings. Models with per-user state implement ``_grow_users``.
+        ``dataset.users``. Values the model's side encoder never saw in training are an error, or with
+        ``side_unknown="ignore"`` a logged warning. Returns the new users' indices; follow with
+        ``set_history`` to give them ratings. Models with per-user state implement ``_grow_users``.
         """
         ds = self.dataset
         raw = np.asarray(raw_ids, dtype=ds.user_ids.dtype)
@@ -70,6 +74,9 @@ class Recommender:
                                  f"known: {list(ds.users.columns)}")
             for col in side.columns.intersection(ds.users.columns):
                 rows[col] = side[col].to_numpy()
+            encoder = self.side_encoder()
+            if encoder is not None:
+                encoder.check(side.drop(columns=["id"], errors="ignore"), side_unknown)
         for col in rows.columns:  # keep numeric side columns numeric (missing values become NaN)
             if pd.api.types.is_numeric_dtype(ds.users[col]):
                 rows[col] = pd.to_numeric(rows[col], errors="coerce")
@@ -78,6 +85,10 @@ class Recommender:
         self.dataset = replace(ds, user_ids=np.concatenate([ds.user_ids, raw]), users=users)
         self._grow_users(n_old, self.dataset.n_users)
         return np.arange(n_old, self.dataset.n_users)
+
+    def side_encoder(self) -> SideEncoder | None:
+        """The fitted user side encoder (``check(table, policy)``), or None when side info is not used."""
+        return None
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot fold in users unseen at training time")

@@ -574,6 +574,10 @@ class GHRSRecommender(Recommender):
     def _grow_users(self, n_old: int, n_new: int) -> None:
         self.set_history(self.history)
 
+    def side_encoder(self):
+        ux = self.features.user_extractor
+        return ux.side if ux.use_side else None
+
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users = np.asarray(users, np.int64)
         items = np.asarray(items, np.int64)

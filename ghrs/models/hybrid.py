@@ -569,6 +569,9 @@ class HybridRecommender(Recommender):
         self.net.user_static = torch.as_tensor(self.user_static)
         self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long)
 
+    def side_encoder(self):
+        return self.ghrs.side_encoder()
+
     def _grow_users(self, n_old: int, n_new: int) -> None:
         grow = n_new - n_old
         self.ghrs.dataset = self.dataset

@@ -13,7 +13,7 @@ def test_multirun_sweep_writes_a_summary_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(sweep / "summary.csv")
     assert len(table) == 4 and table["rmse"].notna().all()
-    assert table["fit_peak_mb"].gt(0).all()
+    assert table["fit_peak_mb"].ge(0).all()  # the run's memory above its starting RSS (tiny fits: ~0)
     assert table.loc[table["overrides"].str.contains("model=mf"), "epoch_s"].notna().all()
     stats = (sweep / "summary.md").read_text()
     assert "rmse_mean" in stats and "n_runs" in stats

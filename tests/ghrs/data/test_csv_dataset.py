@@ -41,6 +41,7 @@ def test_csv_with_side_tables_and_string_ids(tmp_path):
         ("", r"empty file"),
         ("uid,song,stars\n", r"no ratings"),
         ("uid,song,stars\n,s1,4\n", r"line 2: missing user id"),
+        ("uid,song,stars\na,s1,4\nb,s2,5,7\n", r"line 3: 4 fields where the header has 3: an extra field"),
     ],
 )
 def test_malformed_input_names_file_line_problem(tmp_path, text, message):

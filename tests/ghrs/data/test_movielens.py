@@ -63,14 +63,14 @@ def test_truncated_zip_is_a_clear_error(tmp_path):
         load_movielens("ml-100k", root=str(z), download=False)
 
 
-def test_corrupt_cache_is_removed(tmp_path, monkeypatch):
+def test_corrupt_cache_file_of_the_user_is_kept(tmp_path, monkeypatch):
     monkeypatch.delenv("GHRS_DATA_DIR", raising=False)  # CI points this at the real data
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "ml-100k.zip").write_bytes(b"not a zip")
-    with pytest.raises(FileNotFoundError, match="download=false"):
-        load_movielens("ml-100k", root=None, cache_dir=str(cache), download=False)
-    assert not (cache / "ml-100k.zip").exists()
+    with pytest.raises(DataError, match="fails the ml-100k release's md5.*remove it"):
+        load_movielens("ml-100k", root=None, cache_dir=str(cache), download=False, data_dirs=[])
+    assert (cache / "ml-100k.zip").read_bytes() == b"not a zip"  # never deleted: the loader did not put it there
 
 
 def test_unknown_release_name():
@@ -110,3 +110,39 @@ def test_csv_style_release_half_stars_and_no_demographics(tmp_path):
     (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"ratings.csv, line 3: rating 'oops' is not a number"):
         load_movielens("ml-latest-small", root=str(tmp_path), download=False)
+
+
+@pytest.mark.parametrize("row", [0, 5])
+def test_extra_column_in_u_data_is_reported_as_such(tmp_path, row):
+    folder = write_ml100k(tmp_path)
+    lines = (folder / "u.data").read_text().splitlines()
+    lines[row] += "\t881250949"
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"u.data, line {row + 1}: 5 fields where 4 are expected .*an extra field"):
+        load_movielens("ml-100k", root=str(tmp_path), download=False)
+
+
+def test_extra_field_in_ratings_dat_is_reported_as_such(tmp_path):
+    folder = write_ml1m(tmp_path)
+    lines = (folder / "ratings.dat").read_text().splitlines()
+    lines[2] += "::7"
+    (folder / "ratings.dat").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"ratings.dat, line 3: 5 fields where 4 are expected"):
+        load_movielens("ml-1m", root=str(folder), download=False)
+
+
+def test_field_count_problem_matches_a_line_by_line_count():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from ghrs.data.build import field_count_problem
+
+    @given(st.lists(st.lists(st.text("0123456789ab", min_size=0, max_size=3), min_size=1, max_size=6),
+                    max_size=12), st.sampled_from(["\t", "|", "::"]), st.integers(1, 6), st.booleans())
+    def check(rows, sep, n, trailing):
+        raw = "\n".join(sep.join(r) for r in rows) + ("\n" if trailing else "")
+        expected = next(((k + 1, len(line.split(sep))) for k, line in enumerate(raw.split("\n"))
+                         if line and len(line.split(sep)) != n), None)
+        assert field_count_problem(raw.encode(), sep, n) == expected
+
+    check()

@@ -86,3 +86,33 @@ def test_bad_split_values():
         ColdUserSplit(0.1, reveal=-1)
     with pytest.raises(ValueError, match="no predefined fold 'u9'"):
         OfficialSplit("u9")(make_synthetic(n_users=20, n_items=10, seed=0))
+
+
+def test_temporal_loo_breaks_timestamp_ties_by_item_whatever_the_file_order(tmp_path):
+    from ghrs.data.movielens import load_movielens
+    from tests.ghrs.data.fixtures import write_ml100k
+
+    folder = write_ml100k(tmp_path / "a", n_users=40, n_items=30)
+    # coarse timestamps: many ratings of a user share their latest second (as 415 ML-100K users do)
+    lines = [line.split("\t") for line in (folder / "u.data").read_text().splitlines()]
+    lines = ["\t".join([u, i, r, str(int(t) // 10**6 * 10**6)]) for u, i, r, t in lines]
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    shuffled = write_ml100k(tmp_path / "b", n_users=40, n_items=30)
+    perm = np.random.default_rng(0).permutation(len(lines))
+    (shuffled / "u.data").write_text("\n".join(lines[k] for k in perm) + "\n")
+
+    def raw_pairs(root):
+        ds = load_movielens("ml-100k", root=str(root), download=False, data_dirs=[])
+        s = TemporalLOOSplit()(ds)
+        raw = lambda df: sorted(zip(ds.user_ids[df["user"]], ds.item_ids[df["item"]]))
+        return ds, raw(s.test), raw(s.valid), raw(s.train)
+
+    ds, *a = raw_pairs(folder)
+    _, *b = raw_pairs(shuffled)
+    last = ds.ratings.groupby("user")["timestamp"].transform("max") == ds.ratings["timestamp"]
+    assert (ds.ratings[last].groupby("user").size() > 1).sum() >= 10  # the ties are really there
+    assert a == b
+    test = dict(a[0])  # the tie goes to the largest item id among the latest ratings
+    r = ds.ratings.assign(u=ds.user_ids[ds.ratings["user"]], i=ds.item_ids[ds.ratings["item"]])
+    latest = r[r["timestamp"] == r.groupby("user")["timestamp"].transform("max")].groupby("u")["i"].max()
+    assert all(test[u] == latest[u] for u in test)
