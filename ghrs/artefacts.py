@@ -63,6 +63,8 @@ ALLOWED_NAMES = (
     "ghrs.clustering.ClusterResult",
     "ghrs.features.user_features.StageLog",
     "ghrs.features.user_features.SideEncoder",
+    "ghrs.data.side_features.SideTableEncoder",
+    "ghrs.data.side_features._split_bar",
     "ghrs.features.user_features.UserFeatureExtractor",
     "ghrs.features.item_features.ItemFeatureExtractor",
     "ghrs.graph.graph_features.CentralityConfig",
@@ -111,6 +113,8 @@ ALLOWED_NAMES = (
     "sklearn.compose._column_transformer.ColumnTransformer",
     "sklearn.pipeline.Pipeline",
     "sklearn.impute._base.SimpleImputer",
+    "sklearn.feature_extraction.text.CountVectorizer",
+    "sklearn.utils._bunch.Bunch",
     "numpy.float64",
     "numpy.float32",
     "numpy.int64",
@@ -236,6 +240,8 @@ class _Encoder:
             return {"__t": "tuple", "v": [self.enc(x) for x in obj]}
         if isinstance(obj, range):
             return {"__t": "range", "v": [obj.start, obj.stop, obj.step]}
+        if isinstance(obj, slice):  # ColumnTransformer.output_indices_
+            return {"__t": "slice", "v": [self.enc(obj.start), self.enc(obj.stop), self.enc(obj.step)]}
         seen, n = self.ref(obj)
         if seen is not None:
             return seen
@@ -368,6 +374,9 @@ class _Decoder:
 
     def dec_range(self, node):
         return range(*node["v"])
+
+    def dec_slice(self, node):
+        return slice(*(self.dec(v) for v in node["v"]))
 
     def dec_list(self, node):
         out = self.keep(node, [])
