@@ -77,5 +77,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_command_line()
+    check_command_line("evaluate")
     main()

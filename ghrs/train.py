@@ -22,5 +22,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    check_command_line()
+    check_command_line("train")
     main()

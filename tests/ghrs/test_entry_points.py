@@ -24,7 +24,7 @@ def call(module: str, *args: str, monkeypatch, capsys) -> tuple[int, str, str]:
     entry = importlib.import_module(f"ghrs.{module}")
     code = 0
     try:
-        check_command_line()
+        check_command_line(module)
         entry.main()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -146,6 +146,8 @@ def test_evaluate_names_the_training_command_and_writes_one_file_per_protocol(ru
     (["encoder.d_model=0"], ["encoder: d_model"]),
     (["model.dim=2"], ["model: hybrid: dim >= 4"]),
     (["dataset=csv"], ["dataset"]),
+    (["model=foo"], ["Could not find 'model/foo'", "hybrid"]),
+    (["trainer.foo=1"], ["Could not override 'trainer.foo'", "+trainer.foo=1"]),
 ])
 def test_train_user_errors(args, needles, tmp_path, monkeypatch, capsys):
     result = call("train", "dataset=synthetic", *args, f"hydra.run.dir={tmp_path}", monkeypatch=monkeypatch,
