@@ -52,7 +52,7 @@ def clone(tmp_path_factory):
     return repo
 
 
-def bash(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def bash(command: str, cwd: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "GHRS_DATA_DIR"}
     env.update(PYTHONPATH=str(cwd), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
