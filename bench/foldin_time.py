@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import ghrs.models.hybrid as hybrid
+from ghrs.models import hybrid
 from ghrs.paths import config_dir
 from ghrs.serving import recommend
 from ghrs.training import TrainState
