@@ -2,7 +2,10 @@
 vector.
 
 Deterministic for a given seed on CPU: weights are initialised and mini-batches shuffled from a
-private ``torch.Generator`` (the global RNG is not touched), and training runs single-process.
+private ``torch.Generator`` (the global RNG is not touched), and training runs single-process. Training
+runs on ``device`` (``conf/model/ghrs.yaml`` passes ``trainer.device``); the fitted network is returned
+on the CPU, where the GHRS pipeline encodes. On CUDA, where float sums may differ between runs, DDP ranks
+take rank 0's weights so every rank sees the same features.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from ghrs import device as devices
+from ghrs import distributed
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +81,10 @@ class AutoEncoderConfig:
     lr: float = 3e-3
     batch_size: int = 128
     weight_decay: float = 0.0
+    device: str = "cpu"  # where to train: auto | cpu | cuda | cuda:N (the fitted net comes back on the CPU)
 
     def __post_init__(self) -> None:
+        devices.check_spec(self.device)
         self.hidden = tuple(int(h) for h in (self.hidden or ()))
         if self.code_dim < 1 or self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
             raise ValueError(f"autoencoder: code_dim, epochs, batch_size >= 1 and lr > 0 required; got {self}")
@@ -155,17 +163,19 @@ def train_autoencoder(x: np.ndarray, cfg: AutoEncoderConfig | dict | None = None
 
 
 def _train(x: np.ndarray, cfg: AutoEncoderConfig, seed: int) -> TrainedAutoEncoder:
+    dev = devices.resolve(cfg.device)
     gen = torch.Generator().manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # nn.Linear's default init draws from the global RNG: keep it private
         net = AutoEncoder(x.shape[1], cfg.hidden, cfg.code_dim, cfg.activation)
-    data = torch.from_numpy(x)
+    net.to(dev)
+    data = torch.from_numpy(x).to(dev)
     adam = _Adam(list(net.parameters()), cfg.lr, cfg.weight_decay)
     losses: list[float] = []
     n = len(data)
     net.train()
     for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(dev)
         total = 0.0
         for start in range(0, n, cfg.batch_size):
             batch = data[perm[start : start + cfg.batch_size]]
@@ -175,7 +185,9 @@ def _train(x: np.ndarray, cfg: AutoEncoderConfig, seed: int) -> TrainedAutoEncod
             adam.step()
             total += float(loss.detach()) * len(batch)
         losses.append(total / n)
-    net.eval()
+    if dev.type == "cuda":
+        distributed.broadcast_(net.parameters())
+    net.cpu().eval()
     log.info("autoencoder %d -> %s -> %d: loss %.4f -> %.4f over %d epochs",
              x.shape[1], list(cfg.hidden), cfg.code_dim, losses[0], losses[-1], cfg.epochs)
     return TrainedAutoEncoder(net, losses)

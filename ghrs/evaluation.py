@@ -46,7 +46,8 @@ def evaluate(
 
     Ranking: every user with at least one relevant held-out item ranks all items, minus the items in
     the history it was given (seen items are masked); scored ``batch_size`` users at a time so memory
-    stays bounded by ``batch_size * n_items``.
+    stays bounded by ``batch_size * n_items``. Scores and the top-k selection stay on the model's device
+    (``Recommender.score_tensor``).
     """
     target = split.test if which == "test" else split.valid
     if len(target) == 0:
@@ -74,9 +75,9 @@ def evaluate(
     batches = range(0, len(users), batch_size)
     for start in tqdm(batches, desc=f"rank {which}", disable=not progress or len(batches) < 5, leave=False):
         batch = users[start : start + batch_size]
-        scores = torch.as_tensor(np.asarray(model.score(batch)))
-        seen = torch.from_numpy(seen_m[batch].toarray())
-        relevant = torch.from_numpy(rel_m[batch].toarray())
+        scores = model.score_tensor(batch)  # on the model's device: the ranking runs there too
+        seen = torch.from_numpy(seen_m[batch].toarray()).to(scores.device)
+        relevant = torch.from_numpy(rel_m[batch].toarray()).to(scores.device)
         for name, values in ranking_metrics(scores, relevant, seen, ks).items():
             ok = ~torch.isnan(values)
             sums[name] = sums.get(name, 0.0) + float(values[ok].sum())

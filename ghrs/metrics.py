@@ -39,7 +39,7 @@ def ranking_metrics(
     n_rel = relevant.sum(1).float()
     valid = n_rel > 0
     nan = torch.full_like(n_rel, float("nan"))
-    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, dtype=torch.float32))
+    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, dtype=torch.float32, device=scores.device))
     out: dict[str, torch.Tensor] = {}
     for k in ks:
         kk = min(k, kmax)

@@ -148,7 +148,7 @@ def run_training(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | No
             raise ConfigError(f"{exc} (fix the trainer.* value)") from exc
     splitter = configured(cfg.split, "split")
     model: Recommender = configured(cfg.model, "model")
-    distributed.init(cfg.trainer.get("strategy", "single"))
+    distributed.init(cfg.trainer.get("strategy", "single"), cfg.trainer.get("device", "auto"))
     run_id = new_run_id()
     set_run_id(run_id)
     # under DDP only rank 0 writes artifacts, and locks

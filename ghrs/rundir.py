@@ -130,7 +130,8 @@ def run_lock(run_dir: Path | str, purpose: str, wait: float = 0.0, run_id: str |
 # also matches ``model.trainer.lr``). ``trainer.lr`` / ``weight_decay`` are applied to the resumed
 # optimiser; every other key shapes the model, its data or its batches and must match the checkpoint.
 SAFE_ON_RESUME = ("trainer.max_epochs", "trainer.patience", "trainer.progress", "trainer.resume", "trainer.lr",
-                  "trainer.weight_decay", "trainer.grad_clip", "trainer.device")
+                  "trainer.weight_decay", "trainer.grad_clip", "trainer.device", "trainer.precision",
+                  "autoencoder.device", "item_autoencoder.device")  # the GHRS autoencoders follow trainer.device
 SAFE_PREFIXES_ON_RESUME = ("eval.", "hydra.")
 
 

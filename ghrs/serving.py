@@ -218,6 +218,18 @@ def check_request(users: list, k, history, side) -> None:
         raise ConfigError(f"history/side describe one user: give exactly one user id with them, got users={users}")
 
 
+def top_items(scores: np.ndarray, seen, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best items of one user: scores (n_items,), ``seen`` item indices left out (or None).
+
+    Returns (item indices, their scores), best first; ties keep the lower index; fewer than ``k`` when
+    fewer items remain.
+    """
+    s = np.array(scores, dtype=np.float64)
+    if seen is not None and len(seen):
+        s[np.asarray(seen, dtype=np.int64)] = -np.inf
+    top = np.argsort(-s, kind="stable")[: min(k, int(np.isfinite(s).sum()))]
+    return top, s[top]
+
 def predict_pairs(
     model: Recommender,
     pairs: pd.DataFrame,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ghrs import device as devices
 from ghrs import distributed
 from ghrs.errors import UserError
 from ghrs.io import torch_save_atomic
@@ -40,7 +41,8 @@ class TrainerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 3  # epochs without validation improvement before stopping (0 = never stop early)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: CUDA when it exists)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the training forward; CUDA only)
     resume: bool | str = False  # True: resume from the checkpoint directory; a path: from that file
     grad_clip: float = 5.0
     progress: bool = True
@@ -50,8 +52,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.max_epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 0:
             raise ValueError(f"trainer: max_epochs, batch_size >= 1, lr > 0, patience >= 0 required; got {self}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"trainer.device must be auto|cpu|cuda[:n], got {self.device!r}")
+        devices.check_spec(self.device, self.precision)
 
     @classmethod
     def from_any(cls, cfg: Any) -> TrainerConfig:
@@ -62,9 +63,8 @@ class TrainerConfig:
         return cls(**known, extra={**known.pop("extra", {}), **cfg})
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        """The device this run trains on (UserError when it asks for CUDA that is not there)."""
+        return devices.resolve(self.device, self.precision)
 
 
 def seed_everything(seed: int) -> None:
@@ -160,14 +160,87 @@ def _resume(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, cfg
 
 class _LossModule(torch.nn.Module):
     """Puts the whole loss computation inside ``forward`` so DistributedDataParallel sees every use of
-    every parameter (models' loss functions may touch parameters outside their own ``forward``)."""
+    every parameter (models' loss functions may touch parameters outside their own ``forward``).
+
+    An empty shard (a last global batch with fewer rows than ranks) contributes a zero loss that still
+    reaches every parameter, so the rank joins the gradient all-reduce with zero gradients.
+    """
 
     def __init__(self, module: torch.nn.Module, loss_fn):
         super().__init__()
         self.module, self.loss_fn = module, loss_fn
 
     def forward(self, batch):
+        if _rows(batch) == 0:
+            zero = sum(p.reshape(-1)[:0].sum() for p in self.module.parameters())
+            return zero, torch.zeros((), device=zero.device)
         return self.loss_fn(self.module, batch)
+
+
+def _rows(batch) -> int | None:
+    """Rows of a batch: the length of its first tensor (None without any)."""
+    if isinstance(batch, torch.Tensor):
+        return len(batch) if batch.dim() else None
+    if isinstance(batch, (tuple, list)):
+        for b in batch:
+            n = _rows(b)
+            if n is not None:
+                return n
+    return None
+
+
+def _global_loss(out) -> tuple[torch.Tensor, float]:
+    """(loss to back-propagate, the global batch's loss value) from a loss function's output.
+
+    ``(sum, count)``: the sum of per-example losses over this rank's shard and the number of examples.
+    Counts and sums are all-reduced, and the backward loss is ``sum * world / global count``: DDP averages
+    gradients over the world, so every rank's gradient is that of ``global sum / global count``, the same
+    as one process on the whole global batch whatever the world size or shard sizes. A plain scalar is
+    taken as this shard's mean loss (DDP then averages the shards' means).
+    """
+    if not isinstance(out, (tuple, list)):
+        return out, float(distributed.all_reduce_tensor(out.detach().double().reshape(1))[0]) / distributed.world_size()
+    total, count = out
+    stats = torch.stack([total.detach().double(), torch.as_tensor(count, device=total.device).double()])
+    stats = distributed.all_reduce_tensor(stats)
+    n = float(stats[1])
+    if n <= 0:
+        raise RuntimeError("internal: a global batch with no training examples")
+    return total * (distributed.world_size() / n), float(stats[0]) / n
+
+
+def forward_stream_seed(base_seed: int, epoch: int, rank: int) -> int:
+    """Seed of the RNG stream that randomness inside the forward (dropout) draws from in ``epoch``.
+
+    Offset by rank, so DDP ranks draw different dropout masks (one stream per rank, as one process draws
+    different masks for different rows); a function of the epoch, so a resumed run re-seeds it exactly.
+    Batch shuffling keeps the global RNG, which every rank shares.
+    """
+    return int(np.random.SeedSequence([int(base_seed) % 2**63, int(rank), int(epoch)]).generate_state(1)[0])
+
+
+class _ForwardStream:
+    """A private CPU (and CUDA) generator state swapped in around each forward."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=self.cuda):
+            torch.manual_seed(seed)
+            self.states = self._get()
+
+    def _get(self):
+        return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self.cuda]
+
+    def __call__(self, fn, *args):
+        with torch.random.fork_rng(devices=self.cuda):
+            cpu, gpus = self.states
+            torch.set_rng_state(cpu)
+            for d, st in zip(self.cuda, gpus):
+                torch.cuda.set_rng_state(st, d)
+            out = fn(*args)
+            self.states = self._get()
+        return out
 
 
 @dataclass
@@ -208,7 +281,8 @@ def train_loop(
     Args:
         batches: ``epoch -> iterable of batches`` (the caller shuffles with the global RNG, which is
             checkpointed, so a resumed run sees the same batches as an uninterrupted one).
-        loss_fn: ``(module, batch) -> scalar loss``.
+        loss_fn: ``(module, batch) -> (loss sum, example count)`` over the batch (this rank's shard under
+            DDP; normalised by the global count, see :func:`_global_loss`), or a scalar mean loss.
         valid_fn: a :class:`Validation`, or ``module -> metric`` (lower is better), for early stopping and
             best-weight selection.
         checkpoint_dir: where ``last.ckpt`` is written after every epoch (None: no checkpoints).
@@ -217,10 +291,14 @@ def train_loop(
 
     Returns the final :class:`TrainState`; the module holds the best validation weights.
     """
+    device = cfg.torch_device()
+    base_seed = torch.initial_seed()  # the model's seed (models seed torch before building the module)
+    module.to(device)
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     runner: torch.nn.Module = _LossModule(module, loss_fn)
     if cfg.strategy == "ddp" and distributed.active():
-        runner = torch.nn.parallel.DistributedDataParallel(runner, find_unused_parameters=True)
+        runner = torch.nn.parallel.DistributedDataParallel(
+            runner, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
     state = TrainState()
     best_weights = None
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
@@ -255,20 +333,23 @@ def train_loop(
         module.train()
         total, n = 0.0, 0
         progress = cfg.progress and distributed.is_main()
+        stream = _ForwardStream(forward_stream_seed(base_seed, epoch, distributed.rank()), device)
         epoch_batches = batches(epoch)
         total_batches = len(epoch_batches) if hasattr(epoch_batches, "__len__") else n_batches
         bar = tqdm(epoch_batches, desc=f"epoch {epoch}/{cfg.max_epochs}", total=total_batches, unit="batch",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for batch in bar:
             opt.zero_grad(set_to_none=True)
-            loss = runner(distributed.shard(batch))  # this rank's slice of the global batch
-            if not torch.isfinite(loss):
+            mine = devices.to_device(distributed.shard(batch), device)  # this rank's slice of the global batch
+            with devices.autocast(device, cfg.precision):
+                loss, value = _global_loss(stream(runner, mine))
+            if not np.isfinite(value):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower trainer.lr?")
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
             opt.step()
-            total, n = total + loss.item(), n + 1
+            total, n = total + value, n + 1
             bar.set_postfix({"loss": f"{total / n:.4f}", **{k: f"{v:.4f}" for k, v in last_valid.items()}})
         record = {"epoch": epoch, "train_loss": total / max(1, n)}
         if valid is not None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ghrs.data.dataset import RatingsDataset
 from ghrs.errors import ConfigError
@@ -104,6 +105,11 @@ class Recommender:
         u = np.repeat(users, n_items)
         i = np.tile(np.arange(n_items, dtype=np.int64), len(users))
         return self.predict(u, i).reshape(len(users), n_items)
+
+    def score_tensor(self, users: np.ndarray) -> torch.Tensor:
+        """``score`` as a (len(users), n_items) tensor on the device the model computes on (torch models
+        override it so the full-ranking evaluation stays on their device)."""
+        return torch.as_tensor(np.asarray(self.score(users)))
 
     def save_artifacts(self, run_dir: Path) -> None:
         """Write model-specific plots or tables into ``run_dir`` (optional)."""

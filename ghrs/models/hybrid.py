@@ -85,6 +85,11 @@ class Sequences:
         self.features[u, pos, 0] = torch.as_tensor(ratings - mu)
         self.features[u, pos, 1] = torch.as_tensor(np.log1p(np.maximum(gaps, 0) / 86_400.0), dtype=torch.float32)
 
+    def to(self, device: torch.device) -> Sequences:
+        for name in ("items", "ratings", "features", "lengths"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
 
 def _csr_adjacency(edge_index: torch.Tensor, n: int) -> torch.Tensor:
     """(n, n) sparse CSR adjacency of ``edge_index`` (2, E).
@@ -159,12 +164,13 @@ class HybridNet(nn.Module):
         items = self.item_base()
         if not len(self.graph_layers):
             return None, items
-        x = torch.cat([self.user_base(items), items])
+        x = torch.cat([self.user_base(items), items]).float()
         adj = self._adjacency(self.edge_index if edge_index is None else edge_index)
         out = x
-        for conv in self.graph_layers:
-            x = conv(x, adj)
-            out = out + x
+        with torch.autocast(x.device.type, enabled=False):  # sparse products in fp32 under bf16 autocast
+            for conv in self.graph_layers:
+                x = conv(x, adj)
+                out = out + x
         out = out / (len(self.graph_layers) + 1)
         return out[: self.n_users], out[self.n_users :]
 
@@ -183,13 +189,15 @@ class HybridNet(nn.Module):
         from a neighbour-sampled subgraph (:mod:`ghrs.graph.neighbour_sampling`): O(seeds x
         fanout^layers) per call instead of O(edges). Returns (B, dim), (I, dim)."""
         seeds = torch.cat([users, items + self.n_users])
-        csr = self._cached("csr", lambda: CSRGraph.from_edge_index(self.edge_index, self.n_users + self.n_items))
-        nodes, m = sample_propagation(csr, seeds, fanout, len(self.graph_layers))
-        x = self.node_inputs(nodes)
+        csr = self._cached("csr", lambda: CSRGraph.from_edge_index(self.edge_index.cpu(), self.n_users + self.n_items))
+        nodes, m = sample_propagation(csr, seeds.cpu(), fanout, len(self.graph_layers))  # the sampler runs on the CPU
+        nodes, m = nodes.to(seeds.device), m.to(seeds.device)
+        x = self.node_inputs(nodes).float()
         out = x
-        for _ in self.graph_layers:
-            x = m @ x  # LightGCN's step with the sampled estimator's weights (LGConv(normalize=False))
-            out = out + x
+        with torch.autocast(x.device.type, enabled=False):  # sparse products in fp32 under bf16 autocast
+            for _ in self.graph_layers:
+                x = m @ x  # LightGCN's step with the sampled estimator's weights (LGConv(normalize=False))
+                out = out + x
         out = out / (len(self.graph_layers) + 1)
         pos = torch.searchsorted(nodes[: len(seeds)], seeds)  # unique seeds come first, sorted
         return out[pos[: len(users)]], out[pos[len(users) :]]
@@ -303,6 +311,9 @@ class HybridRecommender(Recommender):
             raise ValueError(f"hybrid base_folds must be >= 1, got {base_folds}")
         self.base_folds = int(base_folds)
         self.trainer = TrainerConfig.from_any(trainer)
+        for key in ("autoencoder", "item_autoencoder"):  # the GHRS autoencoders train where the network does
+            if isinstance(self.ghrs_kwargs.get(key, {}), dict):
+                self.ghrs_kwargs[key] = {"device": self.trainer.device, **(self.ghrs_kwargs.get(key) or {})}
 
     # -- fit ---------------------------------------------------------------------------------------
 
@@ -316,6 +327,7 @@ class HybridRecommender(Recommender):
     def fit(self, dataset: RatingsDataset, train: pd.DataFrame, valid: pd.DataFrame | None = None,
             run_dir: Path | None = None) -> Self:
         self.dataset = dataset
+        dev = self.trainer.torch_device()
         torch.manual_seed(self.seed)
         n_users, n_items = dataset.n_users, dataset.n_items
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
@@ -355,7 +367,8 @@ class HybridRecommender(Recommender):
                 artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values},
                                      hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
         base[ru, rt] = torch.as_tensor(base_values)
-        users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.numpy() >= 2))
+        seqs, base = seqs.to(dev), base.to(dev)  # the loop moves the net and the batches of users there
+        users_with_targets = torch.as_tensor(np.flatnonzero(seqs.lengths.cpu().numpy() >= 2))
         bs = max(1, self.trainer.batch_size)
 
         def batches(epoch: int):
@@ -367,9 +380,9 @@ class HybridRecommender(Recommender):
             L = int(seqs.lengths[users].max())
             items, feats, lengths = seqs.items[users, :L], seqs.features[users, :L], seqs.lengths[users]
             states, _ = net.encoder(items, lengths, feats)
-            mask = torch.arange(1, L) < lengths.unsqueeze(1)
+            mask = torch.arange(1, L, device=dev) < lengths.unsqueeze(1)
             target = (items[:, 1:] - 1)[mask]  # (N,)
-            neg = torch.randint(0, n_items, (self.n_negatives,)) if self.n_negatives else None
+            neg = torch.randint(0, n_items, (self.n_negatives,), device=dev) if self.n_negatives else None
             if self.graph_fanout and len(net.graph_layers):
                 # item rows needed by the batch only: its targets and negatives
                 needed, where = torch.unique(target if neg is None else torch.cat([target, neg]), return_inverse=True)
@@ -382,13 +395,13 @@ class HybridRecommender(Recommender):
             tr = seqs.ratings[users, 1:L][mask]  # u (N, dim), target (N,) rows of graph_i, tr (N,)
             loss = u.new_zeros(())
             if self.heads["rating"]:
-                n_seen = torch.arange(1, L).expand(len(users), -1)[mask].float()  # items behind each state
+                n_seen = torch.arange(1, L, device=dev).expand(len(users), -1)[mask].float()  # items behind each state
                 weight = n_seen / (n_seen + self.residual_shrinkage)
                 pred = base[users, 1:L][mask] + weight * (net.rating_proj(u) * graph_i[target]).sum(-1)
-                loss = loss + self.heads["rating"] * F.mse_loss(pred, tr)
+                loss = loss + self.heads["rating"] * F.mse_loss(pred, tr, reduction="sum")
             if self.heads["ranking"]:
                 loss = loss + self.heads["ranking"] * self._ranking_loss(u, target, graph_i, neg)
-            return loss
+            return loss, len(target)  # sums over the N positions: the loop divides by the global N
 
         self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer,
                                             self._valid_fn(train, valid), run_dir,
@@ -425,7 +438,7 @@ class HybridRecommender(Recommender):
 
     def _ranking_loss(self, u: torch.Tensor, target: torch.Tensor, items: torch.Tensor,
                       neg: torch.Tensor | None) -> torch.Tensor:
-        """u (N, dim), target (N,) rows of items (n, dim), neg (K,) rows or None -> mean cross-entropy.
+        """u (N, dim), target (N,) rows of items (n, dim), neg (K,) rows or None -> summed cross-entropy.
 
         ``neg`` None: full softmax over all rows of ``items``. Else sampled softmax with one set of K
         uniformly drawn negatives shared across the batch: logits (N, 1 + K) come from one matrix
@@ -433,10 +446,10 @@ class HybridRecommender(Recommender):
         row's own target is masked out of that row.
         """
         if neg is None:
-            return F.cross_entropy(u @ items.T, target)
+            return F.cross_entropy(u @ items.T, target, reduction="sum")
         logits = torch.cat([(u * items[target]).sum(-1, keepdim=True), u @ items[neg].T], 1)
         logits[:, 1:] = logits[:, 1:].masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
-        return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
+        return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=u.device), reduction="sum")
 
     def _valid_fn(self, train: pd.DataFrame, valid: pd.DataFrame | None) -> Validation | None:
         """Early-stopping metric on the validation ratings: RMSE with a rating head, else HR@10."""
@@ -473,28 +486,35 @@ class HybridRecommender(Recommender):
         run through the encoder (folding in a new user encodes that user, not everyone)."""
         net = self.net
         net.eval()
+        dev = self._device()
         n_users = self.dataset.n_users
-        seqs = Sequences(history, n_users, self.max_len, self.mu)
+        counts = np.bincount(history["user"].to_numpy(), minlength=n_users)
+        # A streaming recurrent encoder's state summarises the whole history (observe adds one step per
+        # event), so re-encoding reads the whole history too; other encoders read the last max_len.
+        window = max(1, int(counts.max(initial=1))) if self._streams() else self.max_len
+        seqs = Sequences(history, n_users, window, self.mu).to(dev)
         changed = self._changed_users(seqs)
         n_before = len(self.seqs.lengths) if changed is not None else 0
         self.seqs = seqs
-        self.n_history = torch.as_tensor(np.bincount(history["user"].to_numpy(), minlength=n_users))
-        users = torch.arange(n_users) if changed is None else changed
-        finals = []
+        self.n_history = torch.as_tensor(counts, device=dev)
+        users = torch.arange(n_users, device=dev) if changed is None else changed
+        finals = torch.zeros(len(users), net.encoder.out_dim, device=dev)
+        order = torch.argsort(seqs.lengths[users], descending=True)  # similar lengths share a batch
         for s in range(0, len(users), 1024):
-            batch = users[s : s + 1024]
+            rows = order[s : s + 1024]
+            batch = users[rows]
             L = max(1, int(seqs.lengths[batch].max()))
             _, final = net.encoder(seqs.items[batch, :L], seqs.lengths[batch], seqs.features[batch, :L])
-            finals.append(final)
+            finals[rows] = final
         if changed is None:
-            self.final_states = torch.cat(finals)
+            self.final_states = finals
         elif len(changed):
-            self.final_states = _grown(self.final_states, n_users).index_copy(0, changed, torch.cat(finals))
+            self.final_states = _grown(self.final_states, n_users).index_copy(0, changed, finals)
         self._encoded_token = self._weights_token()
         # Cold users' revealed ratings become graph edges too (propagation only, no training).
         cold = history[~self.trained_users[history["user"].to_numpy()]]
         edges = homogeneous_edge_index(self.dataset, pd.concat([self.train_edges, cold])) if len(cold) else None
-        self.graph_users, self.item_vectors = net.graph_embeddings(edges)
+        self.graph_users, self.item_vectors = net.graph_embeddings(None if edges is None else edges.to(dev))
         self._refresh_user_vectors()
         streaming = self.streaming if streaming is None else streaming
         if not (streaming and self._recurrent()):
@@ -530,29 +550,47 @@ class HybridRecommender(Recommender):
         pad = lambda x: F.pad(x, (0, 0) * (x.dim() - 2) + (0, L - x.shape[1]))[:n_old]
         same = (old.lengths == seqs.lengths[:n_old]) & (pad(old.items) == pad(seqs.items)).all(1) \
             & (pad(old.features) == pad(seqs.features)).flatten(1).all(1)
-        return torch.cat([torch.nonzero(~same).squeeze(1), torch.arange(n_old, len(seqs.lengths))])
+        return torch.cat([torch.nonzero(~same).squeeze(1), torch.arange(n_old, len(seqs.lengths), device=same.device)])
 
-    def _refresh_user_vectors(self) -> None:
-        users = torch.arange(self.dataset.n_users)
-        self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), self.graph_users)[:, 0]
+    def _device(self) -> torch.device:
+        """Where the network lives: the training device, or the CPU after loading a saved run."""
+        return self.net.item_id.weight.device
+
+    def _refresh_user_vectors(self, users: torch.Tensor | None = None) -> None:
+        """Recompute the final user representations: all of them, or only the rows of ``users`` (k,)."""
+        if users is None:
+            users = torch.arange(self.dataset.n_users, device=self._device())
+            self.user_vectors = self.net.user_repr(users, self.final_states.unsqueeze(1), self.graph_users)[:, 0]
+            return
+        users = users.to(self._device())
+        graph = None if self.graph_users is None else self.graph_users[users]
+        rows = self.net.user_repr(users, self.final_states[users].unsqueeze(1), graph)[:, 0]
+        self.user_vectors = self.user_vectors.index_copy(0, users, rows)  # a new tensor: readers keep the old
 
     def _recurrent(self) -> bool:
         return getattr(self.net.encoder, "layer", "none") in ("mamba", "mamba2", "s4d", "gru")
 
+    def _streams(self) -> bool:
+        """Whether user states are streamed (and so cover the whole history, not the last max_len)."""
+        return self.streaming and self._recurrent()
+
     @torch.no_grad()
     def _stream_states(self, users: torch.Tensor | None = None):
-        """Recurrent state of every user (or of ``users``) after its (truncated) history, by stepping the
-        encoder over those users at once and keeping each user's state at its last real position."""
+        """Recurrent state of every user (or of ``users``, in that order) after its history. Users are
+        stepped longest history first, so the users still inside their history at step t are a prefix of
+        that order: only they step, and the cost is the total number of interactions."""
         enc, seqs = self.net.encoder, self.seqs
-        users = torch.arange(self.dataset.n_users) if users is None else users
+        users = torch.arange(self.dataset.n_users, device=seqs.lengths.device) if users is None else users
+        perm = torch.argsort(seqs.lengths[users], descending=True)
+        order = users[perm]
+        lengths = seqs.lengths[order].cpu()
+        items, feats = seqs.items[order], seqs.features[order]
         state = enc.init_state(len(users))
-        last = seqs.lengths[users] - 1
-        store = state
-        steps = int(seqs.lengths[users].max()) if len(users) else 0
-        for t in range(steps):
-            state, _ = enc.step(state, seqs.items[users, t], seqs.features[users, t])
-            store = _merge(store, state, last == t)
-        return store
+        for t in range(int(lengths[0]) if len(lengths) else 0):
+            n = int((lengths > t).sum())
+            head, _ = enc.step(_select(state, slice(0, n)), items[:n, t], feats[:n, t])
+            _write(state, head, slice(0, n))
+        return _map(lambda x: x[torch.argsort(perm)] if _batched(x) else x, state)
 
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history
@@ -566,8 +604,8 @@ class HybridRecommender(Recommender):
         f = self.ghrs.features
         x = np.concatenate([f.user_features, f.user_codes], 1)
         self.user_static = ((x - self._u_mean) / self._u_std).astype(np.float32)
-        self.net.user_static = torch.as_tensor(self.user_static)
-        self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long)
+        self.net.user_static = torch.as_tensor(self.user_static, device=self._device())
+        self.net.user_cluster = torch.as_tensor(f.user_clusters, dtype=torch.long, device=self._device())
 
     def side_encoder(self):
         return self.ghrs.side_encoder()
@@ -581,7 +619,7 @@ class HybridRecommender(Recommender):
         net.n_users = n_new
         if net.user_id is not None:
             old = net.user_id
-            net.user_id = nn.Embedding(n_new, old.embedding_dim)
+            net.user_id = nn.Embedding(n_new, old.embedding_dim, device=old.weight.device)
             with torch.no_grad():
                 net.user_id.weight.zero_()
                 net.user_id.weight[:n_old] = old.weight
@@ -601,44 +639,54 @@ class HybridRecommender(Recommender):
         known = self.trained_users[interactions["user"].to_numpy()]
         if not (self.streaming and self._recurrent() and self.stream_state is not None and known.all()):
             return super().observe(interactions)
-        enc = self.net.encoder
+        enc, dev = self.net.encoder, self._device()
+        # each user's latest timestamp so far (the time-gap feature of its next step)
+        h = self.history
+        last = h[h["user"].isin(interactions["user"].unique())].groupby("user")["timestamp"].max().to_dict()
         self.history = pd.concat([self.history, interactions], ignore_index=True)
-        for row in interactions.sort_values("timestamp", kind="stable").itertuples(index=False):
-            u = int(row.user)
-            state_u = _select(self.stream_state, u) if self.seqs.lengths[u] > 0 else enc.init_state(1)
-            prev = self.history[self.history.user == u]["timestamp"].sort_values().to_numpy()
-            gap = (prev[-1] - prev[-2]) / 86_400.0 if len(prev) > 1 else 0.0
-            feat = torch.tensor([[row.rating - self.mu, np.log1p(max(gap, 0.0))]], dtype=torch.float32)
-            new_state, y = enc.step(state_u, torch.tensor([int(row.item) + 1]), feat)
-            self.stream_state = _merge(self.stream_state, _expand(new_state, u, self.stream_state),
-                                       torch.arange(self.dataset.n_users) == u)
+        order = np.argsort(interactions["timestamp"].to_numpy(), kind="stable")
+        cols = [interactions[c].to_numpy()[order] for c in ("user", "item", "rating", "timestamp")]
+        for u, item, rating, ts in zip(*cols):
+            u = int(u)
+            state_u = _select(self.stream_state, slice(u, u + 1)) if self.seqs.lengths[u] > 0 else enc.init_state(1)
+            gap = (ts - last[u]) / 86_400.0 if u in last else 0.0
+            last[u] = ts
+            feat = torch.tensor([[rating - self.mu, np.log1p(max(gap, 0.0))]], dtype=torch.float32, device=dev)
+            new_state, y = enc.step(state_u, torch.tensor([int(item) + 1], device=dev), feat)
+            _write(self.stream_state, new_state, slice(u, u + 1))  # in place: O(1) per event, whatever the users
             self.final_states[u] = y[0]
             self.seqs.lengths[u] += 1
             self.n_history[u] += 1
-        self._refresh_user_vectors()
+        self._refresh_user_vectors(torch.as_tensor(np.unique(cols[0]), dtype=torch.long, device=dev))
 
     def _user_vectors(self, users: np.ndarray) -> torch.Tensor:
-        return self.user_vectors[torch.as_tensor(np.array(users, dtype=np.int64))]  # a copy: see predict
+        return self.user_vectors[torch.as_tensor(np.array(users, dtype=np.int64), device=self._device())]  # a copy: see predict
 
     @torch.no_grad()
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         # np.array copies: pandas hands out read-only views, which torch.as_tensor cannot wrap safely
         users, items = np.array(users, dtype=np.int64), np.array(items, dtype=np.int64)
-        u = torch.as_tensor(users)
-        i = torch.as_tensor(items)
-        base = torch.as_tensor(self.ghrs.predict(users, items), dtype=torch.float32)
+        dev = self._device()
+        u = torch.as_tensor(users, device=dev)
+        i = torch.as_tensor(items, device=dev)
+        base = torch.as_tensor(self.ghrs.predict(users, items), dtype=torch.float32, device=dev)
         if self.heads["rating"]:
             n_seen = self.n_history[u].float()
             weight = n_seen / (n_seen + self.residual_shrinkage)
             base = base + weight * (self.net.rating_proj(self._user_vectors(users)) * self.item_vectors[i]).sum(-1)
-        return self.clip(base.numpy())
+        return self.clip(base.cpu().numpy())
 
     @torch.no_grad()
     def score(self, users: np.ndarray) -> np.ndarray:
-        users = np.asarray(users, dtype=np.int64)
         if self.heads["ranking"]:
-            return (self._user_vectors(users) @ self.item_vectors.T).numpy()
+            return self.score_tensor(users).cpu().numpy()
         return super().score(users)
+
+    @torch.no_grad()
+    def score_tensor(self, users: np.ndarray) -> torch.Tensor:
+        if self.heads["ranking"]:
+            return self._user_vectors(np.asarray(users, dtype=np.int64)) @ self.item_vectors.T
+        return super().score_tensor(users)
 
     def save_artifacts(self, run_dir: Path) -> None:
         """Training curves (loss and validation metric per epoch) as PNG."""
@@ -683,21 +731,11 @@ def _grown(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(n - len(x), *x.shape[1:])]) if n > len(x) else x
 
 
-def _select(state, u: int):
-    """Row ``u`` of a batched stream state, keeping a batch dimension of 1."""
-    return _map(lambda x: x[u : u + 1] if _batched(x) else x, state)
+def _select(state, rows: slice):
+    """Rows ``rows`` of a batched stream state (views)."""
+    return _map(lambda x: x[rows] if _batched(x) else x, state)
 
 
-def _expand(one, u: int, like):
-    """A single-row state placed at row ``u`` of a batch shaped like ``like`` (other rows arbitrary)."""
-    return _map(lambda a, b: b.index_copy(0, torch.tensor([u]), a) if _batched(b) else a, one, like)
-
-
-def _merge(store, new, mask: torch.Tensor):
-    """Rows of ``new`` where ``mask`` (batch,) is true, rows of ``store`` elsewhere."""
-    def pick(a, b):
-        if not _batched(a):
-            return b
-        m = mask.view(-1, *([1] * (a.dim() - 1)))
-        return torch.where(m, b.to(a.dtype), a)
-    return _map(pick, store, new)
+def _write(state, new, rows: slice) -> None:
+    """Write the rows of ``new`` into rows ``rows`` of the batched stream state ``state``, in place."""
+    _map(lambda full, part: full[rows].copy_(part) if _batched(full) else full, state, new)

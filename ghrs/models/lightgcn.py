@@ -13,6 +13,7 @@ from typing import Self
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch_geometric.nn.models import LightGCN
 
 from ghrs.data.dataset import RatingsDataset
@@ -34,10 +35,11 @@ class LightGCNRecommender(Recommender):
 
     def fit(self, dataset: RatingsDataset, train: pd.DataFrame, valid=None, run_dir: Path | None = None) -> Self:
         self.dataset = dataset
+        dev = self.trainer.torch_device()
         torch.manual_seed(self.seed)
         pos = train if self.positive_min_rating is None else train[train["rating"] >= self.positive_min_rating]
         n_u, n_i = dataset.n_users, dataset.n_items
-        self.edge_index = homogeneous_edge_index(dataset, pos)
+        self.edge_index = homogeneous_edge_index(dataset, pos).to(dev)
         self.net = LightGCN(n_u + n_i, self.dim, self.n_layers)
         users = torch.tensor(pos["user"].to_numpy())  # copies (pandas arrays are read-only)
         items = torch.tensor(pos["item"].to_numpy())
@@ -49,12 +51,15 @@ class LightGCNRecommender(Recommender):
                 idx = perm[s : s + bs]
                 yield users[idx], items[idx], torch.randint(0, n_i, (len(idx),))
 
-        def loss_fn(net: LightGCN, batch) -> torch.Tensor:
+        def loss_fn(net: LightGCN, batch) -> tuple[torch.Tensor, int]:
+            """BPR + L2 of the triple's layer-0 embeddings, summed over triples (the loop divides by the
+            global count, so DDP shards add up to the whole batch's loss)."""
             u, i, j = batch
             emb = net.get_embedding(self.edge_index)
             eu, ei, ej = emb[u], emb[n_u + i], emb[n_u + j]
-            node_id = torch.cat([u, n_u + i, n_u + j]).unique()
-            return net.recommendation_loss((eu * ei).sum(-1), (eu * ej).sum(-1), node_id=node_id, lambda_reg=self.reg)
+            bpr = -F.logsigmoid((eu * ei).sum(-1) - (eu * ej).sum(-1)).sum()
+            w = net.embedding.weight
+            return bpr + self.reg * sum(w[nodes].pow(2).sum() for nodes in (u, n_u + i, n_u + j)), len(u)
 
         self.state = train_loop(self.net, batches, loss_fn, self.trainer, None, run_dir,
                                 n_batches=-(-len(users) // bs))
@@ -62,7 +67,8 @@ class LightGCNRecommender(Recommender):
             emb = self.net.get_embedding(self.edge_index)
         self.user_emb, self.item_emb = emb[:n_u].clone(), emb[n_u:].clone()
         self.trained_users = np.bincount(pos["user"].to_numpy(), minlength=n_u) > 0
-        self.popularity = torch.as_tensor(np.bincount(pos["item"].to_numpy(), minlength=n_i), dtype=torch.float32)
+        self.popularity = torch.as_tensor(np.bincount(pos["item"].to_numpy(), minlength=n_i), dtype=torch.float32,
+                                          device=dev)
         self.history = train
         return self
 
@@ -70,19 +76,24 @@ class LightGCNRecommender(Recommender):
         self.history = history
         h = history[~self.trained_users[history["user"].to_numpy()]]
         if len(h):
-            u = torch.tensor(h["user"].to_numpy())
-            sums = torch.zeros_like(self.user_emb).index_add_(0, u, self.item_emb[torch.tensor(h["item"].to_numpy())])
+            dev = self.user_emb.device
+            u = torch.tensor(h["user"].to_numpy(), device=dev)
+            items = torch.tensor(h["item"].to_numpy(), device=dev)
+            sums = torch.zeros_like(self.user_emb).index_add_(0, u, self.item_emb[items])
             counts = torch.bincount(u, minlength=len(self.user_emb)).clamp(min=1).unsqueeze(-1)
-            cold = torch.as_tensor(~self.trained_users)
+            cold = torch.as_tensor(~self.trained_users, device=dev)
             self.user_emb[cold] = (sums / counts)[cold]
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
-        self.user_emb = torch.cat([self.user_emb, torch.zeros(n_new - n_old, self.user_emb.shape[1])])
+        self.user_emb = torch.cat([self.user_emb, self.user_emb.new_zeros(n_new - n_old, self.user_emb.shape[1])])
         self.trained_users = np.concatenate([self.trained_users, np.zeros(n_new - n_old, bool)])
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        s = self.user_emb[torch.tensor(np.asarray(users))] @ self.item_emb.T
-        return (s + 1e-6 * torch.log1p(self.popularity)).numpy()  # popularity breaks ties (cold users)
+        return self.score_tensor(users).cpu().numpy()
+
+    def score_tensor(self, users: np.ndarray) -> torch.Tensor:
+        s = self.user_emb[torch.tensor(np.asarray(users), device=self.user_emb.device)] @ self.item_emb.T
+        return s + 1e-6 * torch.log1p(self.popularity)  # popularity breaks ties (cold users)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise NotImplementedError("lightgcn is a ranking model: it predicts no ratings (use score / top-k metrics)")

@@ -47,6 +47,7 @@ class MFRecommender(Recommender):
 
     def fit(self, dataset: RatingsDataset, train: pd.DataFrame, valid=None, run_dir: Path | None = None) -> Self:
         self.dataset = dataset
+        dev = self.trainer.torch_device()
         torch.manual_seed(self.seed)
         u = torch.tensor(train["user"].to_numpy())
         i = torch.tensor(train["item"].to_numpy())
@@ -60,16 +61,16 @@ class MFRecommender(Recommender):
                 idx = perm[s : s + bs]
                 yield u[idx], i[idx], r[idx]
 
-        def loss_fn(net: BiasedMF, batch) -> torch.Tensor:
-            bu, bi, br = batch
-            mse = ((net(bu, bi) - br) ** 2).mean()
-            return mse + self.reg * ((net.user(bu) ** 2).sum(-1) + (net.item(bi) ** 2).sum(-1)).mean()
+        def loss_fn(net: BiasedMF, batch) -> tuple[torch.Tensor, int]:
+            bu, bi, br = batch  # (sum over the rows, rows): the loop divides by the global row count
+            sse = ((net(bu, bi) - br) ** 2).sum()
+            return sse + self.reg * ((net.user(bu) ** 2).sum(-1) + (net.item(bi) ** 2).sum(-1)).sum(), len(br)
 
         valid_fn = None
         if valid is not None and len(valid):
-            # torch.tensor copies: pandas hands out read-only arrays, which torch.as_tensor warns about
-            vu, vi = torch.tensor(valid["user"].to_numpy()), torch.tensor(valid["item"].to_numpy())
-            vr = torch.tensor(valid["rating"].to_numpy(np.float32))
+            vu = torch.tensor(valid["user"].to_numpy(), device=dev)
+            vi = torch.tensor(valid["item"].to_numpy(), device=dev)
+            vr = torch.tensor(valid["rating"].to_numpy(np.float32), device=dev)
             lo, hi = dataset.rating_scale
             valid_fn = Validation(lambda net: float(((net(vu, vi).clamp(lo, hi) - vr) ** 2).mean().sqrt()), "rmse")
         self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer, valid_fn, run_dir,
@@ -89,31 +90,35 @@ class MFRecommender(Recommender):
             users = np.unique(h["user"].to_numpy())
             _, b_u, _ = fit_biases(
                 h["user"].to_numpy(), h["item"].to_numpy(),
-                h["rating"].to_numpy(np.float64) - net.item_bias.weight.squeeze(-1).numpy()[h["item"].to_numpy()],
+                h["rating"].to_numpy(np.float64) - net.item_bias.weight.squeeze(-1).cpu().numpy()[h["item"].to_numpy()],
                 self.dataset.n_users, self.dataset.n_items, reg_user=5.0, reg_item=1e12, n_epochs=1,
                 mu=float(net.mu),
             )
-            net.user_bias.weight[users, 0] = torch.as_tensor(b_u[users], dtype=torch.float32)
-            net.user.weight[users] = 0.0
+            rows = torch.as_tensor(users, device=net.mu.device)
+            net.user_bias.weight[rows, 0] = torch.as_tensor(b_u[users], dtype=torch.float32, device=net.mu.device)
+            net.user.weight[rows] = 0.0
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
         self.trained_users = np.concatenate([self.trained_users, np.zeros(n_new - n_old, bool)])
         for name in ("user", "user_bias"):
             old = getattr(self.net, name)
-            grown = nn.Embedding(n_new, old.embedding_dim)
+            grown = nn.Embedding(n_new, old.embedding_dim, device=old.weight.device)
             with torch.no_grad():
                 grown.weight.zero_()
                 grown.weight[:n_old] = old.weight
             setattr(self.net, name, grown)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        dev = self.net.mu.device  # where the model was trained (or the CPU after loading)
         with torch.no_grad():
-            out = self.net(torch.tensor(np.asarray(users)), torch.tensor(np.asarray(items)))  # copies: read-only arrays
-        return self.clip(out.numpy())
+            out = self.net(torch.tensor(np.asarray(users), device=dev), torch.tensor(np.asarray(items), device=dev))
+        return self.clip(out.cpu().numpy())
 
     def score(self, users: np.ndarray) -> np.ndarray:
+        return self.score_tensor(users).cpu().numpy()
+
+    @torch.no_grad()
+    def score_tensor(self, users: np.ndarray) -> torch.Tensor:
         net = self.net
-        with torch.no_grad():
-            u = torch.tensor(np.asarray(users))
-            s = net.mu + net.user_bias(u) + net.item_bias.weight.T + net.user(u) @ net.item.weight.T
-        return s.numpy()
+        u = torch.tensor(np.asarray(users), device=net.mu.device)
+        return net.mu + net.user_bias(u) + net.item_bias.weight.T + net.user(u) @ net.item.weight.T

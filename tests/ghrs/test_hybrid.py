@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils._pytree import tree_leaves
 
 from ghrs.data.splits import ColdUserSplit, RandomSplit
 from ghrs.data.synthetic import make_synthetic
@@ -97,25 +98,37 @@ def test_predict_for_unseen_users_uses_side_info(data, fitted):
 
 
 @pytest.mark.parametrize("layer", ["gru", "mamba", "s4d", "mamba2"])
-def test_streaming_observe_equals_reencoding(data, layer):
-    """A new interaction for a known user updates its stored state with one encoder step; the user's
-    vectors and scores must equal those from re-encoding the whole history."""
+def test_streamed_state_equals_reencoding_beyond_max_len(data, layer):
+    """New interactions of a known user update its stored state with one encoder step each. Streaming
+    keeps the whole history, so once a history exceeds ``max_len`` the streamed state must equal
+    re-encoding the whole history (what a reloaded model computes from the same interactions), not the
+    last ``max_len`` of it."""
     ds, s = data
-    m = hybrid(layer, epochs=1, max_len=64).fit(ds, s.train)
-    assert m._recurrent() and m.stream_state is not None
+    m = hybrid(layer, epochs=1, max_len=6).fit(ds, s.train)
     u = int(s.train["user"].iloc[0])
+    assert int(m.n_history[u]) > 3 * m.max_len  # ~25 training interactions per user
+    t_last = int(m.history["timestamp"].max())
     seen = set(m.history[m.history.user == u]["item"])
-    new_item = next(i for i in range(ds.n_items) if i not in seen)
-    t_last = m.history[m.history.user == u]["timestamp"].max()
-    new = pd.DataFrame({"user": [u], "item": [new_item], "rating": [4.0], "timestamp": [t_last + 3 * 86_400]})
-    streamed, reencoded = copy.deepcopy(m), copy.deepcopy(m)
-    streamed.observe(new)
-    reencoded.streaming = False
-    reencoded.observe(new)
+    new_items = [i for i in range(ds.n_items) if i not in seen][:3]
+    new = pd.DataFrame({"user": [u] * 3, "item": new_items, "rating": [4.0, 2.0, 5.0],
+                        "timestamp": [t_last + k * 86_400 for k in (1, 2, 5)]})
+    streamed = copy.deepcopy(m)
+    streamed.observe(new)  # three recurrent steps
+    reencoded = copy.deepcopy(m)
+    reencoded.set_history(pd.concat([m.history, new], ignore_index=True))  # a fresh encoding
     np.testing.assert_allclose(streamed.final_states[u].numpy(), reencoded.final_states[u].numpy(), atol=2e-4)
+    for a, b in zip(tree_leaves(streamed.stream_state), tree_leaves(reencoded.stream_state)):
+        if isinstance(a, torch.Tensor) and a.dim():
+            np.testing.assert_allclose(a[u].numpy(), b[u].numpy(), atol=2e-4)
     np.testing.assert_allclose(streamed.score(np.array([u])), reencoded.score(np.array([u])), atol=2e-3)
-    # other users are untouched
-    np.testing.assert_array_equal(streamed.final_states[u + 1].numpy(), m.final_states[u + 1].numpy())
+    np.testing.assert_array_equal(streamed.final_states[u + 1].numpy(), m.final_states[u + 1].numpy())  # untouched
+    assert m._recurrent() and m.stream_state is not None
+    # the re-encoding read the whole history, not the last max_len (so the comparison is not vacuous)
+    assert int(reencoded.seqs.lengths[u]) == int(reencoded.n_history[u]) > 3 * m.max_len
+    windowed = copy.deepcopy(m)
+    windowed.streaming = False  # streaming off: every encoding reads the last max_len interactions
+    windowed.set_history(pd.concat([m.history, new], ignore_index=True))
+    assert int(windowed.seqs.lengths[u]) == m.max_len
 
 
 def test_cold_users_get_finite_predictions_respecting_reveal(data):

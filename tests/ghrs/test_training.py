@@ -6,6 +6,7 @@ import torch
 from ghrs import training
 from ghrs.data.splits import RandomSplit
 from ghrs.data.synthetic import make_synthetic
+from ghrs.errors import UserError
 from ghrs.models import mf
 from ghrs.models.mf import MFRecommender
 from ghrs.training import CHECKPOINT, TrainerConfig
@@ -53,5 +54,5 @@ def test_resume_after_interrupt_continues_from_last_finished_epoch(tmp_path, mon
 def test_bad_trainer_values():
     with pytest.raises(ValueError, match="trainer"):
         TrainerConfig(max_epochs=0)
-    with pytest.raises(ValueError, match="trainer.device"):
+    with pytest.raises(UserError, match="trainer.device"):
         TrainerConfig(device="tpu")

@@ -1,0 +1,1 @@
+"""Recommenders with the estimator interface of :mod:`ghrs.models.base`."""
