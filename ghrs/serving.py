@@ -17,6 +17,7 @@ import pandas as pd
 
 from ghrs import artefacts
 from ghrs.data.side_features import check_policy
+from ghrs.errors import ConfigError, UnknownIdError
 from ghrs.models.base import Recommender
 from ghrs.rundir import run_lock
 
@@ -89,14 +90,14 @@ def interactions_frame(model: Recommender, rows, default_user=None) -> pd.DataFr
     else:
         rows = [list(r) for r in rows]
         if any(len(r) not in (2, 3) for r in rows):
-            raise ValueError("history entries must be [item, rating] or [item, rating, timestamp]")
+            raise ConfigError("history entries must be [item, rating] or [item, rating, timestamp]")
         table = pd.DataFrame([r + [None] * (3 - len(r)) for r in rows], columns=["item", "rating", "timestamp"])
         table.insert(0, "user", default_user)
     ds = model.dataset
     lo, hi = ds.rating_scale
     rating = pd.to_numeric(table["rating"], errors="coerce")
     if rating.isna().any() or ((rating < lo) | (rating > hi)).any():
-        raise ValueError(f"history ratings must be numbers in [{lo}, {hi}], got {table['rating'].tolist()[:10]}")
+        raise ConfigError(f"history ratings must be numbers in [{lo}, {hi}], got {table['rating'].tolist()[:10]}")
     start = int(model.history["timestamp"].max()) + 1 if len(model.history) else 0
     ts = table["timestamp"] if "timestamp" in table.columns else pd.Series([None] * len(table))
     ts = pd.to_numeric(ts, errors="coerce").to_numpy(dtype=float)
@@ -129,12 +130,47 @@ def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, si
         with_info |= set(side["id"].tolist())
     missing = [u for u in unknown.tolist() if u not in with_info]
     if missing:
-        raise KeyError(f"unknown user id(s) {missing[:10]}: the model never saw them; give a few ratings "
+        raise UnknownIdError(f"unknown user id(s) {missing[:10]}: the model never saw them; give a few ratings "
                        "(history=[[item, rating], ...]) and/or side information (side={...}) to fold them in")
     if side is not None and len(side):
         side_rows = side.set_index("id").reindex(unknown).reset_index()
     log.info("folding in %d new user(s) without retraining: %s", len(unknown), unknown[:10].tolist())
     model.add_users(unknown, side_rows, side_unknown)
+
+
+def top_k(model: Recommender, users: np.ndarray, k: int, exclude: pd.DataFrame, batch_size: int = 1024) -> pd.DataFrame:
+    """The ``k`` best-scored items per user, leaving out the (user, item) pairs of ``exclude``.
+
+    Args:
+        users: (n,) user indices.
+        exclude: a frame with index columns user, item (e.g. the history the user has seen).
+        batch_size: users scored at a time (memory ~ batch_size x n_items).
+
+    Returns a frame ``user, rank, item, title, score`` in raw ids, users in the given order; a user with
+    fewer than ``k`` unexcluded items gets fewer rows.
+    """
+    ds = model.dataset
+    users = np.asarray(users, dtype=np.int64)
+    ex = exclude[exclude["user"].isin(users)]
+    ex_rows = pd.Index(users).get_indexer(ex["user"].to_numpy())  # position of each excluded pair's user
+    parts = []
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        scores = np.array(model.score(batch), dtype=np.float64)  # (b, n_items), a writable copy
+        sel = (ex_rows >= start) & (ex_rows < start + len(batch))
+        scores[ex_rows[sel] - start, ex["item"].to_numpy()[sel]] = -np.inf
+        kk = min(k, scores.shape[1])
+        # the kk best per row (unordered), then ordered by score (stable: ties keep item order)
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < scores.shape[1] else \
+            np.tile(np.arange(scores.shape[1]), (len(batch), 1))
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
+        best = np.take_along_axis(scores, top, 1)
+        row, col = np.nonzero(np.isfinite(best))
+        items = top[row, col]
+        parts.append(pd.DataFrame({"user": ds.user_ids[batch[row]], "rank": col + 1, "item": ds.item_ids[items],
+                                   "title": ds.item_titles(items), "score": best[row, col]}))
+    columns = ["user", "rank", "item", "title", "score"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def recommend(
@@ -158,29 +194,32 @@ def recommend(
     Returns a frame ``user, rank, item, title, score`` (raw ids).
     """
     users = list(users)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if not users:
-        raise ValueError("give at least one user id (users=[...])")
-    if (history or side) and len(users) != 1:
-        raise ValueError("history/side describe one user: give exactly one user id with them")
+    check_request(users, k, history, side)
     side_df = pd.DataFrame([{**side, "id": users[0]}]) if side else None
     hist_users = pd.DataFrame({"user": [users[0]] * len(history)}) if history else None
     ensure_users(model, users, hist_users, side_df, side_unknown)
     if history:
         new = interactions_frame(model, history, default_user=users[0])
         model.observe(new)
-    ds = model.dataset
-    idx = ds.user_index(users)
-    scores = np.asarray(model.score(idx), dtype=np.float64)
-    h = model.history
-    seen = h[h["user"].isin(idx)].groupby("user")["item"].apply(np.asarray).to_dict()
-    rows = []
-    for row, (raw, u) in enumerate(zip(users, idx)):
-        top, top_scores = top_items(scores[row], seen.get(u, []), k)
-        for rank, (item, title, score) in enumerate(zip(top, ds.item_titles(top), top_scores), start=1):
-            rows.append({"user": raw, "rank": rank, "item": ds.item_ids[item], "title": title, "score": float(score)})
-    return pd.DataFrame(rows, columns=["user", "rank", "item", "title", "score"])
+    idx = model.dataset.user_index(users)
+    return top_k(model, idx, k, model.history)
+
+
+def check_request(users: list, k, history, side) -> None:
+    """Validate a recommendation request before any model work; raises :class:`ConfigError`."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be an integer >= 1, got {k!r}: e.g. k=10")
+    if not users:
+        raise ConfigError("give at least one user id: users=[1,42]")
+    if side is not None and not isinstance(side, dict):
+        raise ConfigError(f"side must be a mapping, got {side!r}: quote it, side='{{age:30,gender:F}}' (unquoted "
+                          "braces are expanded by the shell into several side= arguments)")
+    if history is not None and (not isinstance(history, (list, tuple))
+                                or any(not isinstance(r, (list, tuple)) or len(r) not in (2, 3) for r in history)):
+        raise ConfigError(f"history must be a list of [item, rating] or [item, rating, timestamp] entries, got "
+                          f"{history!r}: e.g. history='[[50,5],[172,4]]'")
+    if (history or side) and len(users) != 1:
+        raise ConfigError(f"history/side describe one user: give exactly one user id with them, got users={users}")
 
 
 def top_items(scores: np.ndarray, seen, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +248,7 @@ def predict_pairs(
     """
     for col in ("user", "item"):
         if col not in pairs.columns:
-            raise ValueError(f"pairs need columns 'user' and 'item'; got {list(pairs.columns)}")
+            raise ConfigError(f"pairs need columns 'user' and 'item'; got {list(pairs.columns)}")
     ensure_users(model, pairs["user"].to_numpy(), history, side, side_unknown)
     if history is not None and len(history):
         model.set_history(pd.concat([model.history, interactions_frame(model, history)], ignore_index=True))

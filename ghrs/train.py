@@ -6,7 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ghrs.errors import UserError, user_errors
+from ghrs.errors import UserError, check_command_line, user_errors
 from ghrs.paths import config_dir
 from ghrs.pipeline import run_training
 
@@ -16,7 +16,8 @@ CONFIG_DIR = config_dir()  # conf/ of the checkout, or the installed package dat
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_training(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    metrics = run_training(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
     return objective_value(metrics, cfg.get("objective"))
 
 
@@ -35,4 +36,5 @@ def objective_value(metrics: dict, objective: str | None) -> float | None:
 
 
 if __name__ == "__main__":
+    check_command_line("train")
     main()

@@ -244,6 +244,20 @@ class _ForwardStream:
 
 
 @dataclass
+class Validation:
+    """The early-stopping metric: ``fn(module) -> value``, logged as ``valid_<name>`` (e.g. ``valid_rmse``,
+    ``valid_hr@10``); ``higher_is_better`` for ranking metrics."""
+
+    fn: Callable[[torch.nn.Module], float]
+    name: str = "metric"
+    higher_is_better: bool = False
+
+    def loss(self, value: float) -> float:
+        """The value as a quantity to minimise (what ``TrainState.best_metric`` holds)."""
+        return -value if self.higher_is_better else value
+
+
+@dataclass
 class TrainState:
     epoch: int = 0  # number of finished epochs
     best_metric: float = float("inf")
@@ -257,9 +271,10 @@ def train_loop(
     batches: Callable[[int], Iterable[Any]],
     loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
     cfg: TrainerConfig,
-    valid_fn: Callable[[torch.nn.Module], float] | None = None,
+    valid_fn: Validation | Callable[[torch.nn.Module], float] | None = None,
     checkpoint_dir: Path | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
+    n_batches: int | None = None,
 ) -> TrainState:
     """Train ``module`` with Adam.
 
@@ -268,9 +283,11 @@ def train_loop(
             checkpointed, so a resumed run sees the same batches as an uninterrupted one).
         loss_fn: ``(module, batch) -> (loss sum, example count)`` over the batch (this rank's shard under
             DDP; normalised by the global count, see :func:`_global_loss`), or a scalar mean loss.
-        valid_fn: ``module -> metric`` (lower is better) for early stopping and best-weight selection.
+        valid_fn: a :class:`Validation`, or ``module -> metric`` (lower is better), for early stopping and
+            best-weight selection.
         checkpoint_dir: where ``last.ckpt`` is written after every epoch (None: no checkpoints).
         on_epoch_end: hook called after each epoch's checkpoint (used by tests to simulate interrupts).
+        n_batches: batches per epoch, for the progress bar's total and ETA (when ``batches`` has no len).
 
     Returns the final :class:`TrainState`; the module holds the best validation weights.
     """
@@ -295,14 +312,18 @@ def train_loop(
         state, best_weights = _resume(resume_from, module, opt, cfg)
         log.info("resumed from %s after epoch %d", resume_from, state.epoch)
 
-    if valid_fn is not None and resume_from is None:
+    valid = valid_fn if valid_fn is None or isinstance(valid_fn, Validation) else Validation(valid_fn)
+    last_valid: dict[str, float] = {}  # the latest validation value, shown in the progress bar
+    if valid is not None and resume_from is None:
         # Epoch 0: the untrained model is a candidate too (models that start from a fitted baseline
         # then never end worse than it on validation).
         module.eval()
         with torch.no_grad():
-            state.best_metric = float(valid_fn(module))
+            value = float(valid.fn(module))
+        state.best_metric = valid.loss(value)
         best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        log.info("epoch 0 (before training): valid=%.4f", state.best_metric)
+        last_valid = {f"valid_{valid.name}": value}
+        log.info("epoch 0 (before training): valid_%s=%.4f", valid.name, value)
 
     while state.epoch < cfg.max_epochs:
         if cfg.patience and state.bad_epochs >= cfg.patience:
@@ -313,7 +334,11 @@ def train_loop(
         total, n = 0.0, 0
         progress = cfg.progress and distributed.is_main()
         stream = _ForwardStream(forward_stream_seed(base_seed, epoch, distributed.rank()), device)
-        for batch in tqdm(batches(epoch), desc=f"epoch {epoch}", disable=not progress, leave=False):
+        epoch_batches = batches(epoch)
+        total_batches = len(epoch_batches) if hasattr(epoch_batches, "__len__") else n_batches
+        bar = tqdm(epoch_batches, desc=f"epoch {epoch}/{cfg.max_epochs}", total=total_batches, unit="batch",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        for batch in bar:
             opt.zero_grad(set_to_none=True)
             mine = devices.to_device(distributed.shard(batch), device)  # this rank's slice of the global batch
             with devices.autocast(device, cfg.precision):
@@ -325,12 +350,15 @@ def train_loop(
                 torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
             opt.step()
             total, n = total + value, n + 1
+            bar.set_postfix({"loss": f"{total / n:.4f}", **{k: f"{v:.4f}" for k, v in last_valid.items()}})
         record = {"epoch": epoch, "train_loss": total / max(1, n)}
-        if valid_fn is not None:
+        if valid is not None:
             module.eval()
             with torch.no_grad():
-                metric = float(valid_fn(module))
-            record["valid"] = metric
+                value = float(valid.fn(module))
+            record[f"valid_{valid.name}"] = value
+            last_valid = {f"valid_{valid.name}": value}
+            metric = valid.loss(value)
             if metric < state.best_metric:
                 state.best_metric, state.best_epoch, state.bad_epochs = metric, epoch, 0
                 best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}

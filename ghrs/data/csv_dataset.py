@@ -15,6 +15,7 @@ import pandas as pd
 from ghrs.data.build import build_dataset, validate_ratings
 from ghrs.data.csv_table import read_csv_strict
 from ghrs.data.dataset import DataError, RatingsDataset
+from ghrs.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,9 @@ def load_csv(
     cols = {**DEFAULT_COLUMNS, **(dict(columns) if columns else {})}
     scale = (float(rating_scale[0]), float(rating_scale[1]))
     if scale[0] >= scale[1]:
-        raise ValueError(f"dataset.rating_scale must be [min, max] with min < max, got {list(rating_scale)}")
+        raise ConfigError(f"dataset.rating_scale must be [min, max] with min < max, got {list(rating_scale)}")
     if ratings and (train or test):
-        raise ValueError("give either dataset.ratings or dataset.train + dataset.test, not both")
+        raise ConfigError("give either dataset.ratings or dataset.train + dataset.test, not both")
     folds = {}
     if ratings:
         table = _read_ratings(ratings, sep, cols, scale)
@@ -111,7 +112,7 @@ def load_csv(
         folds["given"] = te[["user", "item"]]
         source = train
     else:
-        raise ValueError("dataset=csv needs dataset.ratings, or both dataset.train and dataset.test")
+        raise ConfigError("dataset=csv needs dataset.ratings, or both dataset.train and dataset.test")
     user_side = _read_side(users, sep, cols["user"])
     item_side = _read_side(items, sep, cols["item"])
     _coerce_ids([(table, "user"), (user_side, "id"), *[(f, "user") for f in folds.values()]])

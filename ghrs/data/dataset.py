@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ghrs.errors import UserError
+from ghrs.errors import UnknownIdError, UserError
 
 RATING_COLUMNS = ("user", "item", "rating", "timestamp")
 
@@ -106,7 +106,7 @@ def _lookup(known: np.ndarray, raw_ids, kind: str) -> np.ndarray:
     pos = index.get_indexer(raw)
     if (pos < 0).any():
         unknown = raw[pos < 0][:10].tolist()
-        raise KeyError(f"unknown {kind} id(s): {unknown}")
+        raise UnknownIdError(f"unknown {kind} id(s): {unknown}; use {kind} ids that occur in the data")
     return pos.astype(np.int64)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ghrs.data.dataset import RatingsDataset
+from ghrs.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Split:
 
 def _carve_valid(train: pd.DataFrame, ratio: float, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"split.valid_ratio must be in [0, 1), got {ratio}")
+        raise ConfigError(f"split.valid_ratio must be in [0, 1), got {ratio}")
     if ratio == 0.0:
         return train, _empty(train)
     is_valid = rng.random(len(train)) < ratio
@@ -64,7 +65,7 @@ def _carve_valid(train: pd.DataFrame, ratio: float, rng: np.random.Generator) ->
 
 def _check_ratio(name: str, value: float) -> None:
     if not 0.0 < value < 1.0:
-        raise ValueError(f"split.{name} must be in (0, 1), got {value}")
+        raise ConfigError(f"split.{name} must be in (0, 1), got {value}")
 
 
 class OfficialSplit:
@@ -82,7 +83,7 @@ class OfficialSplit:
                 log.info("dataset %s has one predefined fold, '%s': using it", dataset.name, only)
                 fold = only
             else:
-                raise ValueError(
+                raise ConfigError(
                     f"dataset {dataset.name} has no predefined fold '{self.fold}' (available: "
                     f"{sorted(folds) or 'none'}); use split=random or split=temporal_loo"
                 )
@@ -108,7 +109,7 @@ class RandomSplit:
         if n_folds is None:
             _check_ratio("test_ratio", test_ratio)
         elif n_folds < 2 or not 0 <= int(fold) < n_folds:
-            raise ValueError(f"split.n_folds must be >= 2 and split.fold in [0, n_folds), got {n_folds}, {fold}")
+            raise ConfigError(f"split.n_folds must be >= 2 and split.fold in [0, n_folds), got {n_folds}, {fold}")
         self.test_ratio, self.n_folds, self.fold = test_ratio, n_folds, fold
         self.valid_ratio, self.relevant_min_rating, self.seed = valid_ratio, relevant_min_rating, seed
 
@@ -135,7 +136,7 @@ class TemporalLOOSplit:
 
     def __init__(self, min_history: int = 3, relevant_min_rating: float | None = None, seed: int = 0):
         if min_history < 3:
-            raise ValueError("split.min_history must be >= 3 (one train, one valid, one test)")
+            raise ConfigError("split.min_history must be >= 3 (one train, one valid, one test)")
         self.min_history, self.relevant_min_rating, self.seed = min_history, relevant_min_rating, seed
 
     def __call__(self, dataset: RatingsDataset) -> Split:
@@ -166,7 +167,7 @@ class ColdUserSplit:
     ):
         _check_ratio("holdout_ratio", holdout_ratio)
         if reveal < 0:
-            raise ValueError(f"split.reveal must be >= 0, got {reveal}")
+            raise ConfigError(f"split.reveal must be >= 0, got {reveal}")
         self.holdout_ratio, self.reveal, self.valid_ratio = holdout_ratio, int(reveal), valid_ratio
         self.relevant_min_rating, self.seed = relevant_min_rating, seed
 

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from ghrs.data.dataset import RatingsDataset
+from ghrs.errors import ConfigError
 
 if TYPE_CHECKING:
     from ghrs.features.user_features import SideEncoder
@@ -65,12 +66,12 @@ class Recommender:
         raw = np.asarray(raw_ids, dtype=ds.user_ids.dtype)
         known = pd.Index(ds.user_ids).get_indexer(raw) >= 0
         if known.any():
-            raise ValueError(f"user id(s) {raw[known].tolist()} already exist")
+            raise ConfigError(f"user id(s) {raw[known].tolist()} already exist")
         rows = pd.DataFrame(index=range(len(raw)), columns=ds.users.columns)
         if side is not None:
             unknown_cols = set(side.columns) - set(ds.users.columns) - {"id"}
             if unknown_cols:
-                raise ValueError(f"side info has columns {sorted(unknown_cols)} the model does not know; "
+                raise ConfigError(f"side info has columns {sorted(unknown_cols)} the model does not know; "
                                  f"known: {list(ds.users.columns)}")
             for col in side.columns.intersection(ds.users.columns):
                 rows[col] = side[col].to_numpy()

@@ -20,6 +20,7 @@ sequence state, graph edges) without retraining.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Self
@@ -43,7 +44,7 @@ from ghrs.metrics import ranking_metrics
 from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
 from ghrs.models.ghrs import GHRSFeatures, GHRSRecommender
-from ghrs.training import TrainerConfig, TrainState, train_loop
+from ghrs.training import TrainerConfig, TrainState, Validation, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,17 @@ class Sequences:
         return self
 
 
+def _csr_adjacency(edge_index: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, n) sparse CSR adjacency of ``edge_index`` (2, E).
+
+    PyG sorts our in-range edge index into CSR, so torch's invariants hold by construction: the checks are
+    skipped *explicitly* (an implicit skip prints a SEGFAULT warning a user cannot act on), and torch's
+    notice that sparse CSR support is "beta" is hidden for the same reason."""
+    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return to_torch_csr_tensor(edge_index, size=(n, n))
+
+
 class HybridNet(nn.Module):
     """The trainable part. Static inputs are buffers; shapes in the method docstrings."""
 
@@ -292,8 +304,8 @@ class HybridNet(nn.Module):
         batch); a graph passed in (inference with cold users' edges) is converted each call."""
         n = self.n_users + self.n_items
         if edge_index is not self.edge_index:
-            return to_torch_csr_tensor(edge_index, size=(n, n))
-        return self._cached("adj", lambda: to_torch_csr_tensor(edge_index, size=(n, n)))
+            return _csr_adjacency(edge_index, n)
+        return self._cached("adj", lambda: _csr_adjacency(edge_index, n))
 
     def _cached(self, kind: str, build: Callable):
         """Derived views of the training graph, rebuilt when the edge_index buffer changes (e.g. moved)."""
@@ -568,7 +580,8 @@ class HybridRecommender(Recommender):
             return loss, len(target)  # sums over the N positions: the loop divides by the global N
 
         self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer,
-                                            self._valid_fn(train, valid), run_dir)
+                                            self._valid_fn(train, valid), run_dir,
+                                            n_batches=-(-len(seqs.users) // bs))
         self.set_history(train)
         return self
 
@@ -680,11 +693,11 @@ class HybridRecommender(Recommender):
         logits[:, 1:] = logits[:, 1:].masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
         return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=u.device), reduction="sum")
 
-    def _valid_fn(self, train: pd.DataFrame, valid: pd.DataFrame | None):
-        """Early-stopping metric on the validation ratings: RMSE with a rating head, else 1 - HR@10."""
+    def _valid_fn(self, train: pd.DataFrame, valid: pd.DataFrame | None) -> Validation | None:
+        """Early-stopping metric on the validation ratings: RMSE with a rating head, else HR@10."""
         if valid is None or len(valid) == 0:
             return None
-        vu, vi = valid["user"].to_numpy(), valid["item"].to_numpy()
+        vu, vi = np.array(valid["user"]), np.array(valid["item"])  # copies: pandas arrays are read-only
         vr = valid["rating"].to_numpy(np.float64)
 
         def metric(net: HybridNet) -> float:
@@ -699,15 +712,20 @@ class HybridRecommender(Recommender):
             seen[rows, torch.as_tensor(train["item"].to_numpy()[np.isin(train["user"].to_numpy(), users)])] = True
             rel = torch.zeros_like(seen)
             rel[torch.as_tensor([pos[u] for u in vu]), torch.as_tensor(vi)] = True
-            return 1.0 - float(torch.nanmean(ranking_metrics(scores, rel, seen, (10,))["hr@10"]))
+            return float(torch.nanmean(ranking_metrics(scores, rel, seen, (10,))["hr@10"]))
 
-        return metric
+        if self.heads["rating"]:
+            return Validation(metric, "rmse")
+        return Validation(metric, "hr@10", higher_is_better=True)
 
     # -- inference ---------------------------------------------------------------------------------
 
     @torch.no_grad()
     def _encode_history(self, history: pd.DataFrame, streaming: bool | None = None) -> None:
-        """Final user representations (n_users, dim) and item vectors from ``history``."""
+        """Final user representations (n_users, dim) and item vectors from ``history``.
+
+        Only the users whose encoder input changed since the last encoding with the same weights are
+        run through the encoder (folding in a new user encodes that user, not everyone)."""
         net = self.net
         net.eval()
         dev = self._device()
@@ -716,15 +734,25 @@ class HybridRecommender(Recommender):
         # A streaming recurrent encoder's state summarises the whole history (observe adds one step per
         # event), so re-encoding reads the whole history too; other encoders read the last max_len.
         window = max(1, int(counts.max(initial=1))) if self._streams() else self.max_len
-        self.seqs = Sequences.last(history, n_users, window, self.mu).to(dev)
+        seqs = Sequences.last(history, n_users, window, self.mu).to(dev)
+        changed = self._changed_users(seqs)
+        n_before = len(self.seqs.lengths) if changed is not None else 0
+        self.seqs = seqs
         self.n_history = torch.as_tensor(counts, device=dev)
-        self.final_states = torch.zeros(n_users, net.encoder.out_dim, device=dev)
-        order = torch.argsort(self.seqs.lengths, descending=True)  # similar lengths share a batch
-        for s in range(0, n_users, 1024):
+        users = torch.arange(n_users, device=dev) if changed is None else changed
+        finals = torch.zeros(len(users), net.encoder.out_dim, device=dev)
+        order = torch.argsort(seqs.lengths[users], descending=True)  # similar lengths share a batch
+        for s in range(0, len(users), 1024):
             rows = order[s : s + 1024]
-            L = max(1, int(self.seqs.lengths[rows].max()))
-            _, final = net.encoder(self.seqs.items[rows, :L], self.seqs.lengths[rows], self.seqs.features[rows, :L])
-            self.final_states[rows] = final
+            batch = users[rows]
+            L = max(1, int(seqs.lengths[batch].max()))
+            _, final = net.encoder(seqs.items[batch, :L], seqs.lengths[batch], seqs.features[batch, :L])
+            finals[rows] = final
+        if changed is None:
+            self.final_states = finals
+        elif len(changed):
+            self.final_states = _grown(self.final_states, n_users).index_copy(0, changed, finals)
+        self._encoded_token = self._weights_token()
         # Cold users' revealed ratings become graph edges too (propagation only, no training).
         cold = history[~self.trained_users[history["user"].to_numpy()]]
         edges = homogeneous_edge_index(self.dataset, pd.concat([self.train_edges, cold])) if len(cold) else None
@@ -734,7 +762,40 @@ class HybridRecommender(Recommender):
             self.item_vectors = self.item_vectors.index_put((cold,), net.content_vectors(cold))
         self._refresh_user_vectors()
         streaming = self.streaming if streaming is None else streaming
-        self.stream_state = self._stream_states() if streaming and self._recurrent() else None
+        if not (streaming and self._recurrent()):
+            self.stream_state = None
+        elif changed is None or getattr(self, "stream_state", None) is None:
+            self.stream_state = self._stream_states()
+        elif len(changed):
+            # rows for users new since the last encoding, then the changed users' states put in place
+            grown = _map(lambda a, b: torch.cat([a, b]) if _batched(a) else a, self.stream_state,
+                         net.encoder.init_state(n_users - n_before))
+            self.stream_state = _map(lambda full, sub: full.index_copy(0, changed, sub.to(full.dtype))
+                                     if _batched(full) else full, grown, self._stream_states(changed))
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled parameters restart their version counters: the stored encodings belong to the stored
+        # weights, so they stay valid for incremental encoding.
+        self.__dict__.update(state)
+        if getattr(self, "_encoded_token", None) is not None:
+            self._encoded_token = self._weights_token()
+
+    def _weights_token(self) -> tuple:
+        """Changes whenever a parameter is updated in place (optimiser steps, loading best weights)."""
+        return tuple(p._version for p in self.net.parameters())
+
+    def _changed_users(self, seqs: Sequences) -> torch.Tensor | None:
+        """Users (sorted indices) whose encoder input differs from the last encoding, users new since then
+        included; None when everyone must be encoded (no earlier encoding, or the weights changed)."""
+        old = getattr(self, "seqs", None)
+        if old is None or getattr(self, "final_states", None) is None \
+                or getattr(self, "_encoded_token", None) != self._weights_token():
+            return None
+        n_old, L = len(old.lengths), max(old.items.shape[1], seqs.items.shape[1])
+        pad = lambda x: F.pad(x, (0, 0) * (x.dim() - 2) + (0, L - x.shape[1]))[:n_old]
+        same = (old.lengths == seqs.lengths[:n_old]) & (pad(old.items) == pad(seqs.items)).all(1) \
+            & (pad(old.features) == pad(seqs.features)).flatten(1).all(1)
+        return torch.cat([torch.nonzero(~same).squeeze(1), torch.arange(n_old, len(seqs.lengths), device=same.device)])
 
     def _device(self) -> torch.device:
         """Where the network lives: the training device, or the CPU after loading a saved run."""
@@ -759,20 +820,22 @@ class HybridRecommender(Recommender):
         return self.streaming and self._recurrent()
 
     @torch.no_grad()
-    def _stream_states(self):
-        """Recurrent state of every user after its history. Users are stepped longest history first, so
-        the users still inside their history at step t are a prefix of that order: only they step, and
-        the cost is the total number of interactions."""
+    def _stream_states(self, users: torch.Tensor | None = None):
+        """Recurrent state of every user (or of ``users``, in that order) after its history. Users are
+        stepped longest history first, so the users still inside their history at step t are a prefix of
+        that order: only they step, and the cost is the total number of interactions."""
         enc, seqs = self.net.encoder, self.seqs
-        order = torch.argsort(seqs.lengths, descending=True)
+        users = torch.arange(self.dataset.n_users, device=seqs.lengths.device) if users is None else users
+        perm = torch.argsort(seqs.lengths[users], descending=True)
+        order = users[perm]
         lengths = seqs.lengths[order].cpu()
         items, feats = seqs.items[order], seqs.features[order]
-        state = enc.init_state(self.dataset.n_users)
+        state = enc.init_state(len(users))
         for t in range(int(lengths[0]) if len(lengths) else 0):
             n = int((lengths > t).sum())
             head, _ = enc.step(_select(state, slice(0, n)), items[:n, t], feats[:n, t])
             _write(state, head, slice(0, n))
-        return _map(lambda x: x[torch.argsort(order)] if _batched(x) else x, state)
+        return _map(lambda x: x[torch.argsort(perm)] if _batched(x) else x, state)
 
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history
@@ -824,7 +887,7 @@ class HybridRecommender(Recommender):
         ei[ei >= n_old] += grow
         net.edge_index = ei
         # New users have no history yet: their static vectors come from the folded-in GHRS features
-        # (side info, cluster); re-encoding sizes every per-user tensor for them.
+        # (side info, cluster); encoding sizes every per-user tensor for them (only they are encoded).
         self._refresh_static()
         self._encode_history(self.history)
 
@@ -856,14 +919,15 @@ class HybridRecommender(Recommender):
         self._refresh_user_vectors(torch.as_tensor(np.unique(cols[0]), dtype=torch.long, device=dev))
 
     def _user_vectors(self, users: np.ndarray) -> torch.Tensor:
-        return self.user_vectors[torch.as_tensor(np.asarray(users, dtype=np.int64), device=self._device())]
+        return self.user_vectors[torch.as_tensor(np.array(users, dtype=np.int64), device=self._device())]  # a copy: see predict
 
     @torch.no_grad()
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         if self.ghrs is None:
             raise NotImplementedError("this hybrid was trained without the rating head (model.heads.rating=0): it "
                                       "ranks items but predicts no ratings")
-        users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        # np.array copies: pandas hands out read-only views, which torch.as_tensor cannot wrap safely
+        users, items = np.array(users, dtype=np.int64), np.array(items, dtype=np.int64)
         dev = self._device()
         u = torch.as_tensor(users, device=dev)
         i = torch.as_tensor(items, device=dev)
@@ -897,10 +961,11 @@ class HybridRecommender(Recommender):
             return
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], label="train loss")
-        if "valid" in hist[0]:
+        valid_key = next((k for k in hist[0] if k.startswith("valid")), None)
+        if valid_key is not None:
             ax2 = ax.twinx()
-            ax2.plot([h["epoch"] for h in hist], [h["valid"] for h in hist], color="C1", label="valid")
-            ax2.set_ylabel("validation metric")
+            ax2.plot([h["epoch"] for h in hist], [h[valid_key] for h in hist], color="C1", label=valid_key)
+            ax2.set_ylabel(valid_key)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.set_title("hybrid training")
@@ -920,6 +985,11 @@ def _map(fn, *states):
 
 def _batched(x: torch.Tensor) -> bool:
     return x.dim() > 0
+
+
+def _grown(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``x`` (m, ...) with zero rows appended up to n rows."""
+    return torch.cat([x, x.new_zeros(n - len(x), *x.shape[1:])]) if n > len(x) else x
 
 
 def _select(state, rows: slice):

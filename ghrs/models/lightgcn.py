@@ -41,8 +41,8 @@ class LightGCNRecommender(Recommender):
         n_u, n_i = dataset.n_users, dataset.n_items
         self.edge_index = homogeneous_edge_index(dataset, pos).to(dev)
         self.net = LightGCN(n_u + n_i, self.dim, self.n_layers)
-        users = torch.as_tensor(pos["user"].to_numpy())
-        items = torch.as_tensor(pos["item"].to_numpy())
+        users = torch.tensor(pos["user"].to_numpy())  # copies (pandas arrays are read-only)
+        items = torch.tensor(pos["item"].to_numpy())
         bs = self.trainer.batch_size
 
         def batches(epoch: int):
@@ -61,7 +61,8 @@ class LightGCNRecommender(Recommender):
             w = net.embedding.weight
             return bpr + self.reg * sum(w[nodes].pow(2).sum() for nodes in (u, n_u + i, n_u + j)), len(u)
 
-        self.state = train_loop(self.net, batches, loss_fn, self.trainer, None, run_dir)
+        self.state = train_loop(self.net, batches, loss_fn, self.trainer, None, run_dir,
+                                n_batches=-(-len(users) // bs))
         with torch.no_grad():
             emb = self.net.get_embedding(self.edge_index)
         self.user_emb, self.item_emb = emb[:n_u].clone(), emb[n_u:].clone()
@@ -76,8 +77,8 @@ class LightGCNRecommender(Recommender):
         h = history[~self.trained_users[history["user"].to_numpy()]]
         if len(h):
             dev = self.user_emb.device
-            u = torch.as_tensor(h["user"].to_numpy(), device=dev)
-            items = torch.as_tensor(h["item"].to_numpy(), device=dev)
+            u = torch.tensor(h["user"].to_numpy(), device=dev)
+            items = torch.tensor(h["item"].to_numpy(), device=dev)
             sums = torch.zeros_like(self.user_emb).index_add_(0, u, self.item_emb[items])
             counts = torch.bincount(u, minlength=len(self.user_emb)).clamp(min=1).unsqueeze(-1)
             cold = torch.as_tensor(~self.trained_users, device=dev)
@@ -91,7 +92,7 @@ class LightGCNRecommender(Recommender):
         return self.score_tensor(users).cpu().numpy()
 
     def score_tensor(self, users: np.ndarray) -> torch.Tensor:
-        s = self.user_emb[torch.as_tensor(np.asarray(users), device=self.user_emb.device)] @ self.item_emb.T
+        s = self.user_emb[torch.tensor(np.asarray(users), device=self.user_emb.device)] @ self.item_emb.T
         return s + 1e-6 * torch.log1p(self.popularity)  # popularity breaks ties (cold users)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from torch import nn
 from ghrs.data.dataset import RatingsDataset
 from ghrs.models.base import Recommender
 from ghrs.models.bias import fit_biases
-from ghrs.training import TrainerConfig, TrainState, train_loop
+from ghrs.training import TrainerConfig, TrainState, Validation, train_loop
 
 
 class BiasedMF(nn.Module):
@@ -68,12 +68,13 @@ class MFRecommender(Recommender):
 
         valid_fn = None
         if valid is not None and len(valid):
-            vu = torch.as_tensor(valid["user"].to_numpy(), device=dev)
-            vi = torch.as_tensor(valid["item"].to_numpy(), device=dev)
-            vr = torch.as_tensor(valid["rating"].to_numpy(np.float32), device=dev)
+            vu = torch.tensor(valid["user"].to_numpy(), device=dev)
+            vi = torch.tensor(valid["item"].to_numpy(), device=dev)
+            vr = torch.tensor(valid["rating"].to_numpy(np.float32), device=dev)
             lo, hi = dataset.rating_scale
-            valid_fn = lambda net: float(((net(vu, vi).clamp(lo, hi) - vr) ** 2).mean().sqrt())
-        self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer, valid_fn, run_dir)
+            valid_fn = Validation(lambda net: float(((net(vu, vi).clamp(lo, hi) - vr) ** 2).mean().sqrt()), "rmse")
+        self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer, valid_fn, run_dir,
+                                            n_batches=-(-len(r) // bs))
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=dataset.n_users) > 0
         self.history = train
         return self
@@ -110,7 +111,7 @@ class MFRecommender(Recommender):
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         dev = self.net.mu.device  # where the model was trained (or the CPU after loading)
         with torch.no_grad():
-            out = self.net(torch.as_tensor(np.asarray(users), device=dev), torch.as_tensor(np.asarray(items), device=dev))
+            out = self.net(torch.tensor(np.asarray(users), device=dev), torch.tensor(np.asarray(items), device=dev))
         return self.clip(out.cpu().numpy())
 
     def score(self, users: np.ndarray) -> np.ndarray:
@@ -119,5 +120,5 @@ class MFRecommender(Recommender):
     @torch.no_grad()
     def score_tensor(self, users: np.ndarray) -> torch.Tensor:
         net = self.net
-        u = torch.as_tensor(np.asarray(users), device=net.mu.device)
+        u = torch.tensor(np.asarray(users), device=net.mu.device)
         return net.mu + net.user_bias(u) + net.item_bias.weight.T + net.user(u) @ net.item.weight.T

@@ -291,3 +291,28 @@ def test_autorec_base_is_a_stacked_blend(data):
     np.testing.assert_allclose(m._base_predict(u, i), blend, rtol=1e-6)
     with pytest.raises(UserError, match="base_folds"):
         HybridRecommender(autorec={}, base_folds=1)
+
+
+def test_fold_in_encodes_only_the_new_user_and_equals_full_reencoding(data):
+    """Folding in an unseen user runs the encoder on that user alone (not on everyone), and every user's
+    state, vector and stream state equals what encoding everybody from scratch gives."""
+    ds, s = data
+    m = hybrid("gru", epochs=1, base_folds=1).fit(ds, s.train)
+    items = ds.item_ids
+    encoded: list[int] = []
+    hook = m.net.encoder.register_forward_pre_hook(lambda mod, args: encoded.append(len(args[0])))
+    out = recommend(m, [90_001], k=5, history=[[items[0], 5], [items[3], 4], [items[7], 2]])
+    hook.remove()
+    assert len(out) == 5 and encoded and max(encoded) == 1, encoded  # one user per encoder call
+    u = ds.n_users  # the new user's index
+    assert m.seqs.lengths[u] == 3
+    full = copy.deepcopy(m)
+    full._encoded_token = None  # forces encoding every user
+    full._encode_history(full.history)
+    np.testing.assert_allclose(m.final_states.numpy(), full.final_states.numpy(), atol=1e-5)
+    np.testing.assert_allclose(m.user_vectors.numpy(), full.user_vectors.numpy(), atol=1e-5)
+    leaves = [torch.utils._pytree.tree_leaves(x.stream_state) for x in (m, full)]
+    tensors = [(a, b) for a, b in zip(*leaves) if isinstance(a, torch.Tensor)]
+    assert tensors
+    for a, b in tensors:
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
