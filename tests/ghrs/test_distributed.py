@@ -114,7 +114,7 @@ def two_ranks(tmp_path_factory):
     """Both cases trained by 2 gloo ranks (one spawn: starting processes is the slow part)."""
     tmp = tmp_path_factory.mktemp("ddp")
     mp.spawn(_rank, args=(2, tmp / "init", tmp / "rank"), nprocs=2, join=True)
-    return [torch.load(tmp / f"rank.{r}", weights_only=False) for r in range(2)]
+    return [torch.load(tmp / f"rank.{r}", weights_only=True) for r in range(2)]
 
 
 @pytest.mark.slow
