@@ -138,6 +138,20 @@ def ensure_users(model: Recommender, raw_users, history: pd.DataFrame | None, si
     model.add_users(unknown, side_rows, side_unknown)
 
 
+def best_items(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """scores (b, n_items) -> (items (b, kk), their scores (b, kk)), kk = min(k, n_items), best first.
+
+    Ties keep the lower item index; left-out items (-inf) sort last, for the caller to drop.
+    """
+    kk = min(k, scores.shape[1])
+    # the kk best per row (unordered), put in item order, then ordered by score (stable sort)
+    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < scores.shape[1] else \
+        np.tile(np.arange(scores.shape[1]), (len(scores), 1))
+    top = np.sort(top, axis=1)
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
+    return top, np.take_along_axis(scores, top, 1)
+
+
 def top_k(model: Recommender, users: np.ndarray, k: int, exclude: pd.DataFrame, batch_size: int = 1024) -> pd.DataFrame:
     """The ``k`` best-scored items per user, leaving out the (user, item) pairs of ``exclude``.
 
@@ -159,12 +173,7 @@ def top_k(model: Recommender, users: np.ndarray, k: int, exclude: pd.DataFrame, 
         scores = np.array(model.score(batch), dtype=np.float64)  # (b, n_items), a writable copy
         sel = (ex_rows >= start) & (ex_rows < start + len(batch))
         scores[ex_rows[sel] - start, ex["item"].to_numpy()[sel]] = -np.inf
-        kk = min(k, scores.shape[1])
-        # the kk best per row (unordered), then ordered by score (stable: ties keep item order)
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < scores.shape[1] else \
-            np.tile(np.arange(scores.shape[1]), (len(batch), 1))
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
-        best = np.take_along_axis(scores, top, 1)
+        top, best = best_items(scores, k)
         row, col = np.nonzero(np.isfinite(best))
         items = top[row, col]
         parts.append(pd.DataFrame({"user": ds.user_ids[batch[row]], "rank": col + 1, "item": ds.item_ids[items],
@@ -231,8 +240,9 @@ def top_items(scores: np.ndarray, seen, k: int) -> tuple[np.ndarray, np.ndarray]
     s = np.array(scores, dtype=np.float64)
     if seen is not None and len(seen):
         s[np.asarray(seen, dtype=np.int64)] = -np.inf
-    top = np.argsort(-s, kind="stable")[: min(k, int(np.isfinite(s).sum()))]
-    return top, s[top]
+    top, best = best_items(s[None], k)
+    keep = np.isfinite(best[0])
+    return top[0][keep], best[0][keep]
 
 def predict_pairs(
     model: Recommender,
