@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.selective_scan_triton import _softplus  # log1p(exp) with threshold 20, shared
+from kernels.selective_scan_triton import _interpreting, _softplus  # shared with the scan kernel
 
 __all__ = ["selective_state_update_triton"]
 
@@ -137,7 +137,7 @@ def selective_state_update_triton(
 
     Needs CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
     """
-    if not x.is_cuda and not triton.knobs.runtime.interpret:
+    if not x.is_cuda and not _interpreting():
         raise ValueError(
             "the triton state update needs CUDA tensors (or TRITON_INTERPRET=1 set before importing kernels); "
             f"got tensors on {x.device}: use backend='torch' on CPU"
