@@ -27,7 +27,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["STEP_ELEMENTS", "TILE_ELEMENTS", "chunked_scan", "tile_shape"]
+from kernels import cpu_lib
+from kernels import selective_scan_cpu as cpu_core
+
+__all__ = ["COMPILED_CORE", "STEP_ELEMENTS", "TILE_ELEMENTS", "chunked_scan", "tile_shape", "use_compiled_core"]
+
+# the compiled C core (kernels/selective_scan_cpu.py) runs the recurrence when it was built; False forces
+# the torch core (tests compare both with the reference)
+COMPILED_CORE = True
+# default steps per chunk of the compiled core (checkpoint interval and recompute window)
+COMPILED_CHUNK = 16
 
 # one tile buffer (T * bt * dim * d_state values): 2^17 fp32 = 512 KiB, so the 4-5 buffers of the backward
 # stay in a per-core L2 cache; one step of a tile (bt * dim * d_state) is at least 2^14 values where the
@@ -164,38 +173,35 @@ class _ChunkedScanFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, softplus, T, bt):
-        batch, dim, _ = u.shape
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, softplus, T, bt, compiled):
         v = delta if delta_bias is None else delta + delta_bias[:, None]
         dt = F.softplus(v) if softplus else v
         m = None if mask is None else mask[:, None, :]
         if m is not None:  # padded steps: dt = 0 keeps the state, u = 0 adds nothing
             dt = dt.masked_fill(~m, 0)
         u_in = u if m is None else u.masked_fill(~m, 0)
-        ws = _Workspace(u_in, dt, A, B, C, T, bt)
+        y_pre = None
+        if compiled:  # the C core also applies D and the gate (and recomputes y_pre in its backward)
+            y, ckpt = cpu_core.scan_forward(u_in, dt, A, B, C, D, z, T)
+            last = ckpt[:, -1].transpose(1, 2).clone()  # not a view of the saved checkpoints
+        else:
+            y, ckpt, last = _torch_core_forward(u_in, dt, A, B, C, T, bt)
+            if D is not None:
+                y.addcmul_(u_in, D[:, None])
+            if z is not None:
+                y_pre, y = y, y * F.silu(z)
         del dt
-        y, ckpt = _scan_forward(ws, u)
-        N = ws.N
-        del ws  # the time-major copies
-        y = _batch_major(y, batch, dim)  # a view of the time-major result; updated in place below
-        if D is not None:
-            y.addcmul_(u_in, D[:, None])
-        y_pre = y
-        if z is not None:
-            y = y * F.silu(z)
         if m is not None:
             y.masked_fill_(~m, 0)  # (when z is None y_pre is not saved, so this may overwrite it)
-        ctx.save_for_backward(
-            u, delta, A, B, C, D, z, delta_bias, mask, y_pre if z is not None else None, ckpt
-        )
-        ctx.cfg = (softplus, T, bt)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, y_pre, ckpt)
+        ctx.cfg = (softplus, T, bt, compiled)
         ctx.set_materialize_grads(False)
-        return y, ckpt[-1].transpose(-1, -2).reshape(batch, dim, N)
+        return y, last
 
     @staticmethod
     def backward(ctx, dy, dlast):
         u, delta, A, B, C, D, z, delta_bias, mask, y_pre, ckpt = ctx.saved_tensors
-        softplus, T, bt = ctx.cfg
+        softplus, T, bt, compiled = ctx.cfg
         batch, dim, length = u.shape
         m = None if mask is None else mask[:, None, :]
         v = delta if delta_bias is None else delta + delta_bias[:, None]
@@ -207,23 +213,21 @@ class _ChunkedScanFn(torch.autograd.Function):
             dy = u.new_zeros(batch, dim, length)
         elif m is not None:
             dy = dy.masked_fill(~m, 0)  # padded outputs are constant 0
-        dz = None
-        if z is not None:  # y = y_pre * z * sigmoid(z)
-            sig = torch.sigmoid(z)
-            dz = (dy * y_pre).mul_(sig).mul_(torch.addcmul(torch.ones_like(z), z, 1 - sig))
-            dy = (dy * z).mul_(sig)
-            del sig
-        ws = _Workspace(u_in, dt, A, B, C, T, bt)
+        if compiled:
+            du, ddt, dA, dB, dC, dD, dz = cpu_core.scan_backward(u_in, dt, A, B, C, D, z, ckpt, dy, dlast, T)
+        else:
+            dz = None
+            if z is not None:  # y = y_pre * z * sigmoid(z)
+                sig = torch.sigmoid(z)
+                dz = (dy * y_pre).mul_(sig).mul_(torch.addcmul(torch.ones_like(z), z, 1 - sig))
+                dy = (dy * z).mul_(sig)
+                del sig
+            du, ddt, dA, dB, dC = _torch_core_backward(u_in, dt, A, B, C, ckpt, dy, dlast, T, bt)
+            dD = None
+            if D is not None:
+                dD = (dy * u_in).sum((0, 2))
+                du.addcmul_(dy, D[:, None])
         del dt
-        G, N = ws.G, ws.N
-        dY = dy.permute(2, 0, 1).contiguous().view_as(ws.u)
-        du, ddt, dB, dC, dA = _scan_backward(ws, ckpt, dY, dlast)
-        del ws, dY
-        du, ddt = _batch_major(du, batch, dim), _batch_major(ddt, batch, dim)  # views, updated in place
-        dD = None
-        if D is not None:
-            dD = (dy * u_in).sum((0, 2))
-            du.addcmul_(dy, D[:, None])
         if m is not None:
             du.masked_fill_(~m, 0)
             ddt.masked_fill_(~m, 0)
@@ -232,20 +236,41 @@ class _ChunkedScanFn(torch.autograd.Function):
             slope = torch.sigmoid(v).masked_fill_(v > 20, 1)
             ddt.mul_(slope)
         dbias = ddt.sum((0, 2)) if delta_bias is not None else None
-        return (
-            du,
-            ddt,
-            dA.transpose(-1, -2).reshape(dim, N),
-            dB.view(length, batch, G, N).permute(1, 2, 3, 0),
-            dC.view(length, batch, G, N).permute(1, 2, 3, 0),
-            dD,
-            dz,
-            dbias,
-            None,
-            None,
-            None,
-            None,
-        )
+        return du, ddt, dA, dB, dC, dD, dz, dbias, None, None, None, None, None
+
+
+def _torch_core_forward(u, dt, A, B, C, T: int, bt: int):
+    """Torch core -> (y (batch, dim, L) writable, checkpoints (n_chunks + 1, batch, G, N, per), last state
+    (batch, dim, N))."""
+    batch, dim, _ = u.shape
+    ws = _Workspace(u, dt, A, B, C, T, bt)
+    y, ckpt = _scan_forward(ws, u)
+    N = ws.N
+    del ws  # the time-major copies
+    last = ckpt[-1].transpose(-1, -2).reshape(batch, dim, N)
+    return _batch_major(y, batch, dim), ckpt, last  # y: a view of the time-major result
+
+
+def _torch_core_backward(u, dt, A, B, C, ckpt, dy, dlast, T: int, bt: int):
+    """Torch core backward -> du, ddt (batch, dim, L) writable, dA (dim, N), dB, dC (batch, G, N, L)."""
+    batch, dim, length = u.shape
+    ws = _Workspace(u, dt, A, B, C, T, bt)
+    G, N = ws.G, ws.N
+    dY = dy.permute(2, 0, 1).contiguous().view_as(ws.u)
+    du, ddt, dB, dC, dA = _scan_backward(ws, ckpt, dY, dlast)
+    del ws, dY
+    return (
+        _batch_major(du, batch, dim),
+        _batch_major(ddt, batch, dim),
+        dA.transpose(-1, -2).reshape(dim, N),
+        dB.view(length, batch, G, N).permute(1, 2, 3, 0),
+        dC.view(length, batch, G, N).permute(1, 2, 3, 0),
+    )
+
+
+def use_compiled_core(dtype: torch.dtype) -> bool:
+    """Whether the chunked backend runs the compiled C core for inputs of this dtype (else the torch core)."""
+    return COMPILED_CORE and dtype in cpu_lib.SUFFIX and cpu_lib.available()
 
 
 def chunked_scan(
@@ -276,5 +301,11 @@ def chunked_scan(
     if length == 0:  # nothing to scan; keep the outputs connected to the inputs for autograd
         anchor = sum(0 * t.sum() for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None)
         return u[..., :0] * 1, u.new_zeros(batch, dim, A.shape[1]) + anchor
-    T, bt = tile_shape(batch, dim, A.shape[1], length, chunk_size)
-    return _ChunkedScanFn.apply(u, delta, A, B, C, D, z, delta_bias, mask, bool(delta_softplus), T, bt)
+    compiled = not u.is_cuda and use_compiled_core(u.dtype)
+    if compiled:  # per-channel recompute buffers are chunk x N values: a long chunk still fits in L1
+        T, bt = min(length, chunk_size or COMPILED_CHUNK), batch
+    else:
+        T, bt = tile_shape(batch, dim, A.shape[1], length, chunk_size)
+    return _ChunkedScanFn.apply(
+        u, delta, A, B, C, D, z, delta_bias, mask, bool(delta_softplus), T, bt, compiled
+    )

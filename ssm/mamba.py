@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels import cpu_lib
+from kernels.causal_conv1d_cpu import causal_conv1d_silu
 from ssm.selective_scan import selective_scan
 from ssm.state_update import selective_state_update
 
@@ -38,6 +40,11 @@ def init_dt_bias(
     dt = log_dt.exp().clamp(min=dt_init_floor)
     # inverse of softplus: log(exp(dt) - 1), written to stay accurate for small dt
     return dt + torch.log(-torch.expm1(-dt))
+
+
+def _fused_conv_ok(x: torch.Tensor) -> bool:
+    """Whether the compiled conv + SiLU kernel takes this input (CPU float32/float64, kernels built)."""
+    return x.device.type == "cpu" and x.dtype in cpu_lib.SUFFIX and cpu_lib.available()
 
 
 class CausalConv1d(nn.Module):
@@ -74,6 +81,12 @@ class CausalConv1d(nn.Module):
         if self.conv.bias is not None:
             y = y + self.conv.bias.view(shape)
         return y
+
+    def forward_silu(self, x: torch.Tensor, time_dim: int = -1) -> torch.Tensor:
+        """``silu(forward(x, time_dim))``; fused in one compiled kernel for channels-last CPU inputs."""
+        if time_dim % 3 == 1 and x.dim() == 3 and _fused_conv_ok(x):
+            return causal_conv1d_silu(x, self.conv.weight[:, 0], self.conv.bias)
+        return F.silu(self.forward(x, time_dim))
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         w = self.conv.weight
@@ -161,7 +174,7 @@ class Mamba(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # channels-last throughout; the scan takes (batch, channels, length) views
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (batch, length, d_inner) each
-        x = F.silu(self.conv(x, time_dim=1))
+        x = self.conv.forward_silu(x, time_dim=1)
         delta, B, C = (t.transpose(1, 2) for t in self._ssm_inputs(x))
         z = z.transpose(1, 2)
         y = selective_scan(

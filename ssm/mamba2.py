@@ -215,7 +215,7 @@ class Mamba2(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         z, xbc, dt = self._split_proj(self.in_proj(x))
-        xbc = F.silu(self.conv(xbc.transpose(1, 2))).transpose(1, 2)
+        xbc = self.conv.forward_silu(xbc, time_dim=1)
         xs, B, C = self._split_xbc(xbc)
         dt = F.softplus(dt + self.dt_bias)
         if mask is not None:

@@ -6,6 +6,7 @@ The Triton backend is compared against the same reference in ``tests/kernels/tes
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
@@ -19,6 +20,20 @@ from hypothesis import strategies as st
 from ssm import selective_scan, selective_state_step
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+# the chunked backend's two cores: the compiled C loops (what `auto` runs on CPU) and the torch tiles
+CORES = ("compiled", "torch")
+
+
+@contextlib.contextmanager
+def scan_core(core: str):
+    """Run the chunked backend on one core (a context manager, so it also works inside hypothesis tests)."""
+    cs = importlib.import_module("ssm.chunked_scan")
+    saved = cs.COMPILED_CORE
+    cs.COMPILED_CORE = core == "compiled"
+    try:
+        yield
+    finally:
+        cs.COMPILED_CORE = saved
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -156,14 +171,16 @@ def split_config(cfg: dict) -> tuple[dict, bool, str]:
 # --------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("core", CORES)
 @settings(max_examples=60, deadline=None)
 @given(cfg=scan_configs(), chunk=st.one_of(st.none(), st.integers(1, 16)))
-def test_chunked_matches_reference(cfg, chunk):
+def test_chunked_matches_reference(core, cfg, chunk):
     cfg, softplus, mask_kind = split_config(cfg)
     inputs = make_inputs(**cfg)
     mask = random_mask(cfg["batch"], cfg["length"], mask_kind, cfg["seed"])
     ref = run_scan(inputs, softplus=softplus, backend="reference", mask=mask)
-    got = run_scan(inputs, softplus=softplus, backend="chunked", mask=mask, chunk_size=chunk)
+    with scan_core(core):
+        got = run_scan(inputs, softplus=softplus, backend="chunked", mask=mask, chunk_size=chunk)
     # 1e-4: d(delta_bias) sums ddelta over steps with cancellation; both fp32 orders then differ by ~1e-5
     # (hypothesis found 1.6e-5, with chunked the closer one to float64: 1.6e-5 vs the loop's 3.2e-5)
     assert_close_scan(got, ref, 1e-4, f"chunked(chunk={chunk}) {cfg} mask={mask_kind}")
@@ -183,11 +200,13 @@ def test_reference_float32_matches_float64(cfg):
     assert_close_scan(got32, ref64, 1e-4, f"reference fp32 vs fp64 {cfg}")
 
 
-def test_chunked_wide_steps_match_reference():
+@pytest.mark.parametrize("core", CORES)
+def test_chunked_wide_steps_match_reference(core):
     """The encoder-like regime (many state elements per step, several batch tiles) matches the loop."""
     inputs = make_inputs(4, 256, 3, 64, None, seed=2)  # 65,536 state elements per step
     ref = run_scan(inputs, softplus=True, backend="reference")
-    got = run_scan(inputs, softplus=True, backend="chunked", chunk_size=2)
+    with scan_core(core):
+        got = run_scan(inputs, softplus=True, backend="chunked", chunk_size=2)
     assert_close_scan(got, ref, 1e-5, "wide")
 
 
@@ -212,14 +231,16 @@ def test_chunked_batch_tiles_and_lengths_match_reference(cfg, tile, use_lengths)
     saved = cs.TILE_ELEMENTS, cs.STEP_ELEMENTS
     cs.TILE_ELEMENTS, cs.STEP_ELEMENTS = tile
     try:
-        got = run_scan(inputs, softplus=softplus, backend="chunked", **kw)
+        with scan_core("torch"):  # the tiles are the torch core's schedule
+            got = run_scan(inputs, softplus=softplus, backend="chunked", **kw)
     finally:
         cs.TILE_ELEMENTS, cs.STEP_ELEMENTS = saved
     assert_close_scan(got, ref, 1e-4, f"chunked tiles={tile} {cfg} {kw}")
 
 
+@pytest.mark.parametrize("core", CORES)
 @pytest.mark.parametrize("length", [64, 256])
-def test_chunked_saves_no_per_step_states(length):
+def test_chunked_saves_no_per_step_states(core, length):
     """Autograd keeps O(batch * dim * length) values (inputs, chunk checkpoints), not the per-step states
     (batch * dim * d_state * length) that the reference loop keeps."""
     batch, dim, d_state = 2, 16, 16
@@ -242,7 +263,33 @@ def test_chunked_saves_no_per_step_states(length):
 
     assert saved_elements("reference") > per_step_states
     # u, delta, z, pre-gate output (4 x b*dim*L), B, C, and length/16 + 1 checkpoints of b*dim*d_state
-    assert saved_elements("chunked") < 0.5 * per_step_states
+    with scan_core(core):
+        assert saved_elements("chunked") < 0.5 * per_step_states
+
+
+def test_compiled_cpu_kernels_are_built_and_used_by_auto():
+    """The project's install builds the C kernels; `auto` on CPU runs the chunked backend on them."""
+    from kernels import cpu_lib
+    from ssm.chunked_scan import use_compiled_core
+
+    assert cpu_lib.available(), "kernels._cpu_kernels was not built: reinstall with `pip install -e .`"
+    assert use_compiled_core(torch.float32) and use_compiled_core(torch.float64)
+    assert not use_compiled_core(torch.float16)  # half inputs are cast to float32 before the core
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_compiled_core_batch_split_over_threads_is_exact(threads):
+    """Batch slices run in parallel threads; per-thread dA/dD partial sums give the same gradients."""
+    inputs = make_inputs(5, 8, 23, 4, 2, seed=4)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one = run_scan(inputs, softplus=True, backend="chunked", chunk_size=7)
+    torch.set_num_threads(threads)
+    try:
+        many = run_scan(inputs, softplus=True, backend="chunked", chunk_size=7)
+    finally:
+        torch.set_num_threads(saved)
+    assert_close_scan(many, one, 1e-6, f"{threads} threads")
 
 
 def test_auto_on_cpu_is_chunked():
@@ -252,9 +299,10 @@ def test_auto_on_cpu_is_chunked():
     assert torch.equal(y_auto, y_chunk)
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "chunked", "chunked-torch"])
 @pytest.mark.parametrize("groups", [None, 2])
 def test_gradcheck_float64(backend, groups):
+    core, backend = ("torch", "chunked") if backend == "chunked-torch" else ("compiled", backend)
     inputs = make_inputs(2, 4, 6, 3, groups, dtype=torch.float64, seed=3)
     names = [k for k in GRAD_NAMES if inputs[k] is not None]
     mask = torch.tensor([[True] * 6, [False, False, True, True, True, False]])
@@ -271,7 +319,8 @@ def test_gradcheck_float64(backend, groups):
         return y, last
 
     args = [inputs[k].clone().requires_grad_() for k in names]
-    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, rtol=1e-5)
+    with scan_core(core):
+        assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -384,8 +433,10 @@ def test_padding_mask_left_and_right(backend):
     check_padding_invariance(backend)
 
 
-def test_padding_mask_chunk_boundaries():
-    check_padding_invariance("chunked", chunk_size=3)
+@pytest.mark.parametrize("core", CORES)
+def test_padding_mask_chunk_boundaries(core):
+    with scan_core(core):
+        check_padding_invariance("chunked", chunk_size=3)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -402,22 +453,26 @@ def large_decay_inputs(length: int, dim: int = 3, d_state: int = 4) -> dict:
     return inputs
 
 
+@pytest.mark.parametrize("core", CORES)
 @pytest.mark.parametrize("chunk", [None, 5])
-def test_large_delta_times_A_is_stable(chunk):
+def test_large_delta_times_A_is_stable(core, chunk):
     inputs = large_decay_inputs(37)
     ref = run_scan(inputs, softplus=False, backend="reference")
-    got = run_scan(inputs, softplus=False, backend="chunked", chunk_size=chunk)
+    with scan_core(core):
+        got = run_scan(inputs, softplus=False, backend="chunked", chunk_size=chunk)
     for part in (got[0], got[1], *got[2].values()):
         assert torch.isfinite(part).all()
     assert_close_scan(got, ref, 1e-5, "large delta*|A|")
 
 
-def test_long_sequence_chunked_is_finite_and_matches_reference():
+@pytest.mark.parametrize("core", CORES)
+def test_long_sequence_chunked_is_finite_and_matches_reference(core):
     length = 100_000
     g = torch.Generator().manual_seed(0)
     inputs = make_inputs(1, 2, length, 4, None, seed=0)
     inputs["A"] = -torch.rand(2, 4, generator=g) * 0.05  # slow decays: the state carries over long spans
-    y, last, grads = run_scan(inputs, softplus=True, backend="chunked")
+    with scan_core(core):
+        y, last, grads = run_scan(inputs, softplus=True, backend="chunked")
     assert torch.isfinite(y).all() and torch.isfinite(last).all()
     assert all(torch.isfinite(v).all() for v in grads.values())
     with torch.no_grad():  # the sequential reference, forward only (~a few seconds)
