@@ -13,6 +13,7 @@ import importlib.util
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from itertools import pairwise
 
 import torch
 
@@ -68,7 +69,7 @@ def slices(batch: int) -> list[tuple[int, int]]:
     """Disjoint batch slices, one per torch intra-op thread (at most one per batch element)."""
     n = max(1, min(torch.get_num_threads(), batch))
     bounds = [batch * i // n for i in range(n + 1)]
-    return [(b0, b1) for b0, b1 in zip(bounds[:-1], bounds[1:]) if b1 > b0]
+    return [(b0, b1) for b0, b1 in pairwise(bounds) if b1 > b0]
 
 
 def run_slices(call: Callable[[int, int, int], None], parts: list[tuple[int, int]]) -> None:
