@@ -23,11 +23,12 @@ SUFFIX = {torch.float32: "f32", torch.float64: "f64"}  # the dtypes every kernel
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _ROW = [_PTR, _I64, _I64]  # a (batch, L, dim) tensor: pointer, batch stride, time stride
 _BC = [_PTR, _I64, _I64, _I64, _I64]  # B or C (batch, G, N, L): pointer and its four strides
-_SCAN = [_I64] * 6 + _ROW * 3 + [_PTR] + _BC * 2 + [_PTR]  # shape; u, dt, z; A; B, C; D
+# shape; u, delta, z; A; B, C; D; delta_bias, softplus; mask (pointer, batch and time strides)
+_SCAN = [_I64] * 6 + _ROW * 3 + [_PTR] + _BC * 2 + [_PTR] + [_PTR, _I64] + [_PTR, _I64, _I64]
 # argument types of every kernel (see the C sources for their meaning)
 _SIGNATURES = {
     "sscan_fwd": _SCAN + [_PTR, _PTR],  # y, ckpt
-    "sscan_bwd": _SCAN + [_PTR] + _ROW + [_PTR] * 8,  # ckpt; dy; dlast, du, ddt, dz, dB, dC, dA, dD
+    "sscan_bwd": _SCAN + [_PTR] + _ROW + [_PTR] * 9,  # ckpt; dy; dlast, du, ddelta, dz, dB, dC, dA, dD, dbias
     "cconv_fwd": [_I64] * 4 + _ROW + [_PTR] * 3,  # shape; x; w, bias, y
     "cconv_bwd": [_I64] * 4 + _ROW + [_PTR] * 2 + _ROW + [_PTR] * 3,  # shape; x; w, bias; dy; dx, dw, dbias
 }

@@ -174,28 +174,28 @@ class _ChunkedScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, softplus, T, bt, compiled):
+        ctx.cfg = (softplus, T, bt, compiled)
+        ctx.set_materialize_grads(False)
+        if compiled:  # one C call: step, mask, recurrence, D and gate (y_pre is recomputed in backward)
+            y, ckpt = cpu_core.scan_forward(u, delta, A, B, C, D, z, delta_bias, softplus, mask, T)
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, None, ckpt)
+            return y, ckpt[:, -1].transpose(1, 2).clone()  # (a copy: not a view of the saved checkpoints)
         v = delta if delta_bias is None else delta + delta_bias[:, None]
         dt = F.softplus(v) if softplus else v
         m = None if mask is None else mask[:, None, :]
         if m is not None:  # padded steps: dt = 0 keeps the state, u = 0 adds nothing
             dt = dt.masked_fill(~m, 0)
         u_in = u if m is None else u.masked_fill(~m, 0)
-        y_pre = None
-        if compiled:  # the C core also applies D and the gate (and recomputes y_pre in its backward)
-            y, ckpt = cpu_core.scan_forward(u_in, dt, A, B, C, D, z, T)
-            last = ckpt[:, -1].transpose(1, 2).clone()  # not a view of the saved checkpoints
-        else:
-            y, ckpt, last = _torch_core_forward(u_in, dt, A, B, C, T, bt)
-            if D is not None:
-                y.addcmul_(u_in, D[:, None])
-            if z is not None:
-                y_pre, y = y, y * F.silu(z)
+        y, ckpt, last = _torch_core_forward(u_in, dt, A, B, C, T, bt)
         del dt
+        if D is not None:
+            y.addcmul_(u_in, D[:, None])
+        y_pre = None
+        if z is not None:
+            y_pre, y = y, y * F.silu(z)
         if m is not None:
             y.masked_fill_(~m, 0)  # (when z is None y_pre is not saved, so this may overwrite it)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, y_pre, ckpt)
-        ctx.cfg = (softplus, T, bt, compiled)
-        ctx.set_materialize_grads(False)
         return y, last
 
     @staticmethod
@@ -203,31 +203,32 @@ class _ChunkedScanFn(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, mask, y_pre, ckpt = ctx.saved_tensors
         softplus, T, bt, compiled = ctx.cfg
         batch, dim, length = u.shape
+        if dy is None:
+            dy = u.new_zeros(batch, dim, length)
+        if compiled:
+            du, ddt, dA, dB, dC, dD, dz, dbias = cpu_core.scan_backward(
+                u, delta, A, B, C, D, z, delta_bias, softplus, mask, ckpt, dy, dlast, T
+            )
+            return du, ddt, dA, dB, dC, dD, dz, dbias, None, None, None, None, None
         m = None if mask is None else mask[:, None, :]
         v = delta if delta_bias is None else delta + delta_bias[:, None]
         dt = F.softplus(v) if softplus else v
         if m is not None:
             dt = dt.masked_fill(~m, 0)
-        u_in = u if m is None else u.masked_fill(~m, 0)
-        if dy is None:
-            dy = u.new_zeros(batch, dim, length)
-        elif m is not None:
             dy = dy.masked_fill(~m, 0)  # padded outputs are constant 0
-        if compiled:
-            du, ddt, dA, dB, dC, dD, dz = cpu_core.scan_backward(u_in, dt, A, B, C, D, z, ckpt, dy, dlast, T)
-        else:
-            dz = None
-            if z is not None:  # y = y_pre * z * sigmoid(z)
-                sig = torch.sigmoid(z)
-                dz = (dy * y_pre).mul_(sig).mul_(torch.addcmul(torch.ones_like(z), z, 1 - sig))
-                dy = (dy * z).mul_(sig)
-                del sig
-            du, ddt, dA, dB, dC = _torch_core_backward(u_in, dt, A, B, C, ckpt, dy, dlast, T, bt)
-            dD = None
-            if D is not None:
-                dD = (dy * u_in).sum((0, 2))
-                du.addcmul_(dy, D[:, None])
+        u_in = u if m is None else u.masked_fill(~m, 0)
+        dz = None
+        if z is not None:  # y = y_pre * z * sigmoid(z)
+            sig = torch.sigmoid(z)
+            dz = (dy * y_pre).mul_(sig).mul_(torch.addcmul(torch.ones_like(z), z, 1 - sig))
+            dy = (dy * z).mul_(sig)
+            del sig
+        du, ddt, dA, dB, dC = _torch_core_backward(u_in, dt, A, B, C, ckpt, dy, dlast, T, bt)
         del dt
+        dD = None
+        if D is not None:
+            dD = (dy * u_in).sum((0, 2))
+            du.addcmul_(dy, D[:, None])
         if m is not None:
             du.masked_fill_(~m, 0)
             ddt.masked_fill_(~m, 0)

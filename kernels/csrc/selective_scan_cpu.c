@@ -6,14 +6,16 @@
  *     p_t[d]    = sum_n C_t[g, n] * h_t[n, d] + D[d] * u_t[d]
  *     y_t[d]    = p_t[d] * silu(z_t[d])                          (D and z optional)
  *
- * dt is the effective step (bias, softplus and padding are applied by the caller). Layouts: channels last,
- * the layout of Mamba's activations, so a whole step of all channels is one contiguous row:
+ * with the step dt_t[d] = softplus(delta_t[d] + delta_bias[d]) (bias and softplus optional). A padded
+ * step (mask 0) keeps the state, outputs 0 and gets zero gradients. Layouts: channels last, the layout of
+ * Mamba's activations, so a whole step of all channels is one contiguous row:
  *
- *     u, dt, z, y, dy, du, ddt, dz   (batch, L, dim) with element strides (sb, st, 1): any batch and time
- *                                    stride, channels contiguous
+ *     u, delta, z, y, dy,            (batch, L, dim) with element strides (sb, st, 1): any batch and time
+ *     du, ddelta, dz                 stride, channels contiguous (outputs contiguous)
+ *     mask                           (batch, L) uint8 with strides (sb, st), or NULL (every step real)
  *     B, C                           (batch, G, N, L) with any element strides (sb, sg, sn, st)
  *     dB, dC                         (batch, L, G, N) contiguous
- *     A, dA                          (N, dim) contiguous; D, dD (dim,)
+ *     A, dA                          (N, dim) contiguous; D, dD, delta_bias, dbias (dim,) or NULL
  *     ckpt                           (batch, n_chunks + 1, N, dim): the state entering each chunk of
  *                                    `chunk` steps, and at index n_chunks the last state
  *     dlast                          (batch, N, dim) or NULL: gradient of the last state
@@ -21,7 +23,7 @@
  * The forward keeps only the chunk-entry states. The backward walks the chunks last to first, recomputes a
  * chunk's decays and states from its checkpoint (chunk x N x dim values per thread, cache-resident), and
  * runs the adjoint g_t = dy_t C_t + a_{t+1} g_{t+1} back through it; p_t is recomputed from the states, so
- * nothing per step is stored between the passes. Batch rows are independent except for dA and dD, which
+ * nothing per step is stored between the passes. Batch rows are independent except for dA, dD and dbias, which
  * the caller gives each thread (a disjoint batch slice) separately. Inner loops run over contiguous
  * channels, so they vectorise without horizontal reductions (an exp made of plain arithmetic for float).
  *
@@ -34,25 +36,44 @@
 
 #include "sscan_common.h"
 
-#define DEFINE_SCAN(T, SUFFIX, EXP)                                                                        \
+/* the step of one row: dt[d] = softplus?(delta[d] + bias[d]) */
+#define SSCAN_STEP_ROW(T, SOFTPLUS, deltat, bias, softplus, dtrow, dim)                                   \
+    do {                                                                                                   \
+        SSCAN_SIMD                                                                                         \
+        for (int64_t d = 0; d < (dim); ++d) {                                                              \
+            const T v = (deltat)[d] + ((bias) ? (bias)[d] : 0);                                            \
+            (dtrow)[d] = (softplus) ? SOFTPLUS(v) : v;                                                     \
+        }                                                                                                  \
+    } while (0)
+
+#define SSCAN_PADDED(mask, m_sb, m_st, b, t) ((mask) && !(mask)[(b) * (m_sb) + (t) * (m_st)])
+
+#define DEFINE_SCAN(T, SUFFIX, EXP, SOFTPLUS)                                                              \
     /* y (batch, L, dim) contiguous; ckpt as above. */                                                     \
     SSCAN_CLONES                                                                                           \
     void sscan_fwd_##SUFFIX(int64_t batch, int64_t L, int64_t dim, int64_t N, int64_t G, int64_t chunk,    \
-                            const T *u, int64_t u_sb, int64_t u_st, const T *dt, int64_t dt_sb,            \
-                            int64_t dt_st, const T *z, int64_t z_sb, int64_t z_st, const T *A,             \
+                            const T *u, int64_t u_sb, int64_t u_st, const T *delta, int64_t dl_sb,         \
+                            int64_t dl_st, const T *z, int64_t z_sb, int64_t z_st, const T *A,             \
                             const T *B, int64_t B_sb, int64_t B_sg, int64_t B_sn, int64_t B_st,            \
                             const T *C, int64_t C_sb, int64_t C_sg, int64_t C_sn, int64_t C_st,            \
-                            const T *D, T *y, T *ckpt) {                                                   \
+                            const T *D, const T *bias, int64_t softplus, const uint8_t *mask,              \
+                            int64_t m_sb, int64_t m_st, T *y, T *ckpt) {                                   \
         const int64_t per = dim / G, n_chunks = (L + chunk - 1) / chunk, S = N * dim;                      \
-        T *h = (T *)malloc((size_t)(S + 2 * dim) * sizeof(T));                                             \
+        T *h = (T *)malloc((size_t)(S + 3 * dim) * sizeof(T));                                             \
         if (!h) return;                                                                                    \
-        T *restrict acc = h + S, *restrict w = acc + dim;                                                  \
+        T *restrict acc = h + S, *restrict w = acc + dim, *restrict dtt = w + dim;                         \
         for (int64_t b = 0; b < batch; ++b) {                                                              \
             T *ck = ckpt + b * (n_chunks + 1) * S;                                                         \
             memset(h, 0, (size_t)S * sizeof(T));                                                           \
             for (int64_t t = 0; t < L; ++t) {                                                              \
                 if (t % chunk == 0) memcpy(ck + (t / chunk) * S, h, (size_t)S * sizeof(T));                \
-                const T *restrict ut = u + b * u_sb + t * u_st, *restrict dtt = dt + b * dt_sb + t * dt_st; \
+                T *restrict yt = y + (b * L + t) * dim;                                                    \
+                if (SSCAN_PADDED(mask, m_sb, m_st, b, t)) { /* state kept, output 0 */                    \
+                    memset(yt, 0, (size_t)dim * sizeof(T));                                                \
+                    continue;                                                                              \
+                }                                                                                          \
+                const T *restrict ut = u + b * u_sb + t * u_st;                                            \
+                SSCAN_STEP_ROW(T, SOFTPLUS, delta + b * dl_sb + t * dl_st, bias, softplus, dtt, dim);      \
                 SSCAN_SIMD                                                                                 \
                 for (int64_t d = 0; d < dim; ++d) {                                                        \
                     w[d] = dtt[d] * ut[d];                                                                 \
@@ -74,7 +95,6 @@
                         }                                                                                  \
                     }                                                                                      \
                 }                                                                                          \
-                T *restrict yt = y + (b * L + t) * dim;                                                    \
                 if (z) {                                                                                   \
                     const T *restrict zt = z + b * z_sb + t * z_st;                                        \
                     SSCAN_SIMD                                                                             \
@@ -88,20 +108,23 @@
         free(h);                                                                                           \
     }                                                                                                      \
                                                                                                            \
-    /* du, ddt, dz (batch, L, dim) contiguous are written; dB, dC, dA, dD are accumulated (caller zeroes). */ \
+    /* du, ddelta, dz (batch, L, dim) contiguous are written; dB, dC, dA, dD, dbias are accumulated into    \
+     * (the caller zeroes them). */                                                                        \
     SSCAN_CLONES                                                                                           \
     void sscan_bwd_##SUFFIX(int64_t batch, int64_t L, int64_t dim, int64_t N, int64_t G, int64_t chunk,    \
-                            const T *u, int64_t u_sb, int64_t u_st, const T *dt, int64_t dt_sb,            \
-                            int64_t dt_st, const T *z, int64_t z_sb, int64_t z_st, const T *A,             \
+                            const T *u, int64_t u_sb, int64_t u_st, const T *delta, int64_t dl_sb,         \
+                            int64_t dl_st, const T *z, int64_t z_sb, int64_t z_st, const T *A,             \
                             const T *B, int64_t B_sb, int64_t B_sg, int64_t B_sn, int64_t B_st,            \
                             const T *C, int64_t C_sb, int64_t C_sg, int64_t C_sn, int64_t C_st,            \
-                            const T *D, const T *ckpt, const T *dy, int64_t dy_sb, int64_t dy_st,          \
-                            const T *dlast, T *du, T *ddt, T *dz, T *dB, T *dC, T *dA, T *dD) {            \
+                            const T *D, const T *bias, int64_t softplus, const uint8_t *mask,              \
+                            int64_t m_sb, int64_t m_st, const T *ckpt, const T *dy, int64_t dy_sb,         \
+                            int64_t dy_st, const T *dlast, T *du, T *ddelta, T *dz, T *dB, T *dC, T *dA,   \
+                            T *dD, T *dbias) {                                                             \
         const int64_t per = dim / G, n_chunks = (L + chunk - 1) / chunk, S = N * dim;                      \
-        /* decays and states of one chunk, the carried adjoint, and per-step channel rows */              \
-        T *abuf = (T *)malloc((size_t)(2 * chunk * S + S + 4 * dim) * sizeof(T));                          \
+        /* decays, states and steps of one chunk, the carried adjoint, and per-step channel rows */        \
+        T *abuf = (T *)malloc((size_t)(2 * chunk * S + chunk * dim + S + 4 * dim) * sizeof(T));            \
         if (!abuf) return;                                                                                 \
-        T *hbuf = abuf + chunk * S, *carry = hbuf + chunk * S;                                             \
+        T *hbuf = abuf + chunk * S, *dtbuf = hbuf + chunk * S, *carry = dtbuf + chunk * dim;               \
         T *restrict w = carry + S, *restrict dyc = w + dim, *restrict s = dyc + dim, *restrict r = s + dim; \
         for (int64_t b = 0; b < batch; ++b) {                                                              \
             const T *ck = ckpt + b * (n_chunks + 1) * S;                                                   \
@@ -111,11 +134,17 @@
                 memset(carry, 0, (size_t)S * sizeof(T));                                                   \
             for (int64_t c = n_chunks - 1; c >= 0; --c) {                                                  \
                 const int64_t t0 = c * chunk, t1 = t0 + chunk < L ? t0 + chunk : L;                        \
-                /* 1. recompute the chunk's decays and states from its entering state */                   \
+                /* 1. recompute the chunk's steps, decays and states from its entering state */            \
                 for (int64_t t = t0; t < t1; ++t) {                                                        \
                     const int64_t i = t - t0;                                                              \
-                    const T *restrict ut = u + b * u_sb + t * u_st, *restrict dtt = dt + b * dt_sb + t * dt_st; \
                     const T *hp = i ? hbuf + (i - 1) * S : ck + c * S;                                     \
+                    if (SSCAN_PADDED(mask, m_sb, m_st, b, t)) {                                            \
+                        memcpy(hbuf + i * S, hp, (size_t)S * sizeof(T));                                   \
+                        continue;                                                                          \
+                    }                                                                                      \
+                    const T *restrict ut = u + b * u_sb + t * u_st;                                        \
+                    T *restrict dtt = dtbuf + i * dim;                                                     \
+                    SSCAN_STEP_ROW(T, SOFTPLUS, delta + b * dl_sb + t * dl_st, bias, softplus, dtt, dim);  \
                     SSCAN_SIMD                                                                             \
                     for (int64_t d = 0; d < dim; ++d) w[d] = dtt[d] * ut[d];                               \
                     for (int64_t g = 0; g < G; ++g) {                                                      \
@@ -138,7 +167,14 @@
                 /* 2. the adjoint, last step first; every input gradient of step t from (g_t, states) */  \
                 for (int64_t t = t1 - 1; t >= t0; --t) {                                                   \
                     const int64_t i = t - t0;                                                              \
-                    const T *restrict ut = u + b * u_sb + t * u_st, *restrict dtt = dt + b * dt_sb + t * dt_st; \
+                    T *restrict dut = du + (b * L + t) * dim, *restrict ddt = ddelta + (b * L + t) * dim;  \
+                    if (SSCAN_PADDED(mask, m_sb, m_st, b, t)) { /* no gradient; the adjoint passes */      \
+                        memset(dut, 0, (size_t)dim * sizeof(T));                                           \
+                        memset(ddt, 0, (size_t)dim * sizeof(T));                                           \
+                        if (z) memset(dz + (b * L + t) * dim, 0, (size_t)dim * sizeof(T));                 \
+                        continue;                                                                          \
+                    }                                                                                      \
+                    const T *restrict ut = u + b * u_sb + t * u_st, *restrict dtt = dtbuf + i * dim;       \
                     const T *restrict dyt = dy + b * dy_sb + t * dy_st;                                    \
                     const T *hi = hbuf + i * S, *ai = abuf + i * S;                                        \
                     const T *hp = i ? hbuf + (i - 1) * S : ck + c * S;                                     \
@@ -202,11 +238,17 @@
                             dBt[g * N + n] += sumB;                                                        \
                         }                                                                                  \
                     }                                                                                      \
-                    T *restrict dut = du + (b * L + t) * dim, *restrict ddtt = ddt + (b * L + t) * dim;    \
+                    const T *restrict dlt = delta + b * dl_sb + t * dl_st;                                 \
                     SSCAN_SIMD                                                                             \
                     for (int64_t d = 0; d < dim; ++d) {                                                    \
                         dut[d] = dtt[d] * s[d] + (D ? dyc[d] * D[d] : 0);                                  \
-                        ddtt[d] = ut[d] * s[d] + r[d];                                                     \
+                        T g = ut[d] * s[d] + r[d]; /* dL/d(dt) */                                          \
+                        if (softplus) { /* softplus' = sigmoid, 1 above the threshold 20 */                \
+                            const T v = dlt[d] + (bias ? bias[d] : 0);                                     \
+                            g = v > 20 ? g : g / (1 + EXP(-v));                                            \
+                        }                                                                                  \
+                        ddt[d] = g;                                                                        \
+                        if (dbias) dbias[d] += g;                                                          \
                     }                                                                                      \
                 }                                                                                          \
             }                                                                                              \
@@ -214,5 +256,5 @@
         free(abuf);                                                                                        \
     }
 
-DEFINE_SCAN(float, f32, sscan_expf)
-DEFINE_SCAN(double, f64, sscan_exp)
+DEFINE_SCAN(float, f32, sscan_expf, sscan_softplusf)
+DEFINE_SCAN(double, f64, sscan_exp, sscan_softplus)
