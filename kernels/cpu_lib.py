@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -62,7 +63,8 @@ def kernel(name: str, dtype: torch.dtype):
 
 
 @lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """A pool per process (``pid``): a forked child would inherit a pool whose threads it does not have."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cpu-kernels")
 
 
@@ -78,7 +80,7 @@ def run_slices(call: Callable[[int, int, int], None], parts: list[tuple[int, int
     if len(parts) == 1:
         call(0, *parts[0])
     else:
-        for future in [_pool(len(parts)).submit(call, i, b0, b1) for i, (b0, b1) in enumerate(parts)]:
+        for future in [_pool(len(parts), os.getpid()).submit(call, i, b0, b1) for i, (b0, b1) in enumerate(parts)]:
             future.result()
 
 

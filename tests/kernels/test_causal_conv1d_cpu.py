@@ -81,3 +81,34 @@ def test_mamba_uses_the_fused_kernel_on_cpu():
     fused = conv.forward_silu(x, time_dim=1)
     torch_path = conv.forward_silu(x.transpose(1, 2), time_dim=-1).transpose(1, 2)
     assert torch.allclose(fused, torch_path, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork (POSIX)")
+def test_threaded_kernels_work_in_a_forked_child():
+    """A child forked after the parent used the thread pool gets a working pool of its own."""
+    import os
+    import select
+    import signal
+
+    torch.manual_seed(0)
+    conv = CausalConv1d(8, 4)
+    x = torch.randn(4, 6, 8)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = conv.forward_silu(x, time_dim=1)  # creates the parent's pool
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: writes 1 if its result is right, 0 if wrong, nothing if it hangs
+            ok = torch.allclose(conv.forward_silu(x, time_dim=1), expected)
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 60)
+        answer = os.read(read, 1) if ready else b"hang"
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    finally:
+        torch.set_num_threads(saved)
+    assert answer == b"1"
