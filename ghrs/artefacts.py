@@ -58,6 +58,9 @@ ALLOWED_NAMES = (
     "ghrs.models.itemknn.ItemKNNRecommender",
     "ghrs.models.ease.EASERecommender",
     "ghrs.models.genrepop.GenrePopRecommender",
+    "ghrs.models.hybrid_net.HybridNet",
+    "ghrs.models.sequences.Sequences",
+    # their module before the split of hybrid.py (2026-12-03): runs saved earlier name them so
     "ghrs.models.hybrid.HybridNet",
     "ghrs.models.hybrid.Sequences",
     "ghrs.training.TrainerConfig",

@@ -20,7 +20,6 @@ sequence state, graph edges) without retraining.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Self
@@ -30,25 +29,24 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import LGConv
-from torch_geometric.utils import to_torch_csr_tensor
 
 from ghrs import artefacts, distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.errors import UserError
 from ghrs.features.item_features import encode_item_side
 from ghrs.graph.bipartite import homogeneous_edge_index
-from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
 from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
 from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
 from ghrs.models.ghrs import GHRSFeatures, GHRSRecommender
+from ghrs.models.hybrid_net import HybridNet
+from ghrs.models.sequences import N_STEP_FEATURES, Sequences
+from ghrs.models.stream_state import grown, is_batched, map_states, select_rows, write_rows
 from ghrs.training import TrainerConfig, TrainState, Validation, train_loop
 
 log = logging.getLogger(__name__)
 
-N_STEP_FEATURES = 2  # per interaction: centred rating, log(1 + days since the previous interaction)
 GHRS_CACHE = "ghrs_fit.safetensors"  # the fitted GHRS model and base predictions, reused on resume
 
 # ``model.use``: ablation switches, one per component (all on by default; see HybridRecommender).
@@ -88,250 +86,6 @@ def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     std = x[rows].std(0)
     std[std == 0] = 1.0
     return ((x - mean) / std).astype(np.float32), mean, std
-
-
-def _flat_history(history: pd.DataFrame, mu: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """History sorted by (user, time) as flat per-interaction arrays: returns the sorted users (N,) and
-    ``{"items": 1-based ids (N,), "ratings": (N,), "features": (N, 2)}`` (centred rating, log(1 + days
-    since the user's previous interaction))."""
-    h = history.sort_values(["user", "timestamp"], kind="stable")
-    users = h["user"].to_numpy()
-    ratings = h["rating"].to_numpy(np.float32)
-    ts = h["timestamp"].to_numpy().astype(np.float64)
-    gaps = np.diff(ts, prepend=ts[:1])
-    feats = np.stack([ratings - mu, np.log1p(np.maximum(gaps, 0) / 86_400.0)], 1).astype(np.float32)
-    return users, {"items": h["item"].to_numpy() + 1, "ratings": ratings, "features": feats}
-
-
-class Sequences:
-    """Right-padded, time-ordered windows of the users' histories.
-
-    Built by :meth:`last` (one row per user: its last ``max_len`` interactions; what the model encodes
-    at prediction time) or :meth:`training` (the training regime's windows). Attributes (tensors, one
-    row per window): ``items`` (W, L) long, 1-based ids (0 = padding); ``ratings`` (W, L) float;
-    ``features`` (W, L, 2) (the time gap of a window's first step is 0); ``lengths`` (W,) long;
-    ``users`` (W,) long; ``offset`` (W,) long, position of the window's first item in the user's history;
-    ``loss_from`` (W,) long, the first window position whose item is a training target (>= 1).
-    """
-
-    def __init__(self, history: pd.DataFrame, n_users: int, user: np.ndarray, start: np.ndarray,
-                 length: np.ndarray, loss_from: np.ndarray, mu: float):
-        sorted_users, flat = _flat_history(history, mu)
-        first = np.searchsorted(sorted_users, np.arange(n_users))  # row of each user's first interaction
-        L = max(1, int(length.max(initial=0)))
-        pos = np.arange(L)
-        real = pos[None, :] < length[:, None]
-        idx = np.where(real, first[user][:, None] + start[:, None] + pos[None, :], 0)
-        real_t = torch.as_tensor(real)
-        self.items = torch.as_tensor(flat["items"][idx] if len(flat["items"]) else np.zeros(idx.shape, np.int64))
-        self.items = torch.where(real_t, self.items, 0).long()
-        self.ratings = torch.zeros(real.shape)
-        self.features = torch.zeros(*real.shape, N_STEP_FEATURES)
-        if len(flat["items"]):
-            self.ratings = torch.where(real_t, torch.as_tensor(flat["ratings"][idx]), 0.0)
-            self.features = torch.as_tensor(flat["features"][idx]) * real_t.unsqueeze(-1)
-            self.features[:, 0, 1] = 0.0  # no gap before a window's first step
-        self.lengths = torch.as_tensor(length, dtype=torch.long)
-        self.users = torch.as_tensor(user, dtype=torch.long)
-        self.offset = torch.as_tensor(start, dtype=torch.long)
-        self.loss_from = torch.as_tensor(loss_from, dtype=torch.long)
-
-    @classmethod
-    def last(cls, history: pd.DataFrame, n_users: int, max_len: int, mu: float) -> Sequences:
-        """One row per user (n_users rows): the last ``max_len`` interactions of its history."""
-        counts = np.bincount(history["user"].to_numpy(), minlength=n_users)
-        length = np.minimum(counts, max_len)
-        return cls(history, n_users, np.arange(n_users), counts - length, length, np.ones(n_users, np.int64), mu)
-
-    @classmethod
-    def training(cls, history: pd.DataFrame, n_users: int, max_len: int, mu: float, regime: str,
-                 stride: int | None = None) -> Sequences:
-        """The training windows of the users with at least 2 interactions.
-
-        ``last_window``: each user's last ``max_len`` interactions; every next item inside is a target.
-        ``all_prefixes``: every next-item target t = 1..n-1 of the whole history exactly once per epoch:
-        windows of up to ``max_len`` items ending at n, n - stride, n - 2 stride, ...; the window ending at
-        e trains the targets max(1, e - stride)..e-1, each predicted from the items before it in its
-        window (at least max_len - stride of them when the history has them). ``stride`` (1..max_len-1,
-        default max_len - 1: every item is in about one window) trades compute for context length.
-        """
-        counts = np.bincount(history["user"].to_numpy(), minlength=n_users)
-        users = np.flatnonzero(counts >= 2)
-        n = counts[users]
-        if regime == "last_window":
-            length = np.minimum(n, max_len)
-            return cls(history, n_users, users, n - length, length, np.ones(len(users), np.int64), mu)
-        stride = max_len - 1 if stride is None else stride
-        n_windows = -(-(n - 1) // stride)  # ceil((n - 1) / stride) windows cover targets 1..n-1
-        user = np.repeat(users, n_windows)
-        k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # 0 = latest
-        end = np.repeat(n, n_windows) - k * stride
-        start = np.maximum(0, end - max_len)
-        lo = np.maximum(1, end - stride)
-        return cls(history, n_users, user, start, end - start, lo - start, mu)
-
-    def to(self, device: torch.device) -> Sequences:
-        for name in ("items", "ratings", "features", "lengths", "users", "offset", "loss_from"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
-
-def _csr_adjacency(edge_index: torch.Tensor, n: int) -> torch.Tensor:
-    """(n, n) sparse CSR adjacency of ``edge_index`` (2, E).
-
-    PyG sorts our in-range edge index into CSR, so torch's invariants hold by construction: the checks are
-    skipped *explicitly* (an implicit skip prints a SEGFAULT warning a user cannot act on), and torch's
-    notice that sparse CSR support is "beta" is hidden for the same reason."""
-    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-        return to_torch_csr_tensor(edge_index, size=(n, n))
-
-
-class HybridNet(nn.Module):
-    """The trainable part. Static inputs are buffers; shapes in the method docstrings."""
-
-    def __init__(
-        self,
-        user_static: np.ndarray,
-        user_cluster: np.ndarray,
-        n_clusters: int,
-        item_static: np.ndarray,
-        encoder: nn.Module,
-        edge_index: torch.Tensor,
-        dim: int,
-        graph_layers: int,
-        use_user_id: bool,
-        dropout: float,
-        content: np.ndarray | None = None,
-    ):
-        super().__init__()
-        n_users, n_items = len(user_static), len(item_static)
-        self.n_users, self.n_items = n_users, n_items
-        self.register_buffer("user_static", torch.as_tensor(user_static))
-        self.register_buffer("user_cluster", torch.as_tensor(user_cluster, dtype=torch.long))
-        self.register_buffer("item_static", torch.as_tensor(item_static))
-        self.register_buffer("edge_index", edge_index)
-        self.encoder = encoder
-        self.cluster_emb = nn.Embedding(n_clusters, dim // 4 or 1)
-        self.user_id = nn.Embedding(n_users, dim) if use_user_id else None
-        if self.user_id is not None:
-            nn.init.normal_(self.user_id.weight, std=0.01)
-        self.item_id = nn.Embedding(n_items, dim)
-        nn.init.normal_(self.item_id.weight, std=0.01)
-        self.item_side = nn.Linear(item_static.shape[1], dim) if item_static.shape[1] else None
-        self.user_node = nn.Linear(user_static.shape[1], dim) if user_static.shape[1] else None
-        self.graph_layers = nn.ModuleList(LGConv() for _ in range(graph_layers))
-        in_dim = user_static.shape[1] + self.cluster_emb.embedding_dim + encoder.out_dim + dim * (graph_layers > 0)
-        in_dim += dim if use_user_id else 0
-        self.user_mlp = nn.Sequential(nn.Linear(in_dim, dim * 2), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim * 2, dim))
-        self.rating_proj = nn.Linear(dim, dim, bias=False)
-        nn.init.zeros_(self.rating_proj.weight)  # start exactly at the base (GHRS) prediction
-        # Content tower (DropoutNet-style cold items): item content (n_items, d_c) -> (n_items, dim).
-        self.item_content = None
-        if content is not None:
-            self.register_buffer("content", torch.as_tensor(content, dtype=torch.float32))
-            self.item_content = nn.Sequential(nn.Linear(content.shape[1], dim), nn.GELU(), nn.Linear(dim, dim))
-
-    def content_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """items (I,) -> (I, dim): the item vector from content alone (no id, no interactions)."""
-        return self.item_content(self.content[items])
-
-    def item_base(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        """(n_items, dim), or (len(items), dim) for the ``items`` given: id embedding + side projection
-        (the item nodes' input before graph propagation)."""
-        v = self.item_id.weight if items is None else self.item_id(items)
-        if self.item_side is None:
-            return v
-        return v + self.item_side(self.item_static if items is None else self.item_static[items])
-
-    def user_base(self, like: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
-        """(n_users, dim), or (len(users), dim): the user nodes' input before graph propagation (a
-        projection of the static features; zeros without any). ``like``: a tensor of the dtype wanted."""
-        static = self.user_static if users is None else self.user_static[users]
-        if self.user_node is None:
-            return like.new_zeros(len(static), like.shape[-1])
-        return self.user_node(static)
-
-    def graph_embeddings(self, edge_index: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """LightGCN-style mean of propagations of [user side nodes; item nodes] over the bipartite graph.
-
-        Returns (users (n_users, dim) or None without graph layers, items (n_items, dim))."""
-        items = self.item_base()
-        if not len(self.graph_layers):
-            return None, items
-        x = torch.cat([self.user_base(items), items]).float()
-        adj = self._adjacency(self.edge_index if edge_index is None else edge_index)
-        out = x
-        with torch.autocast(x.device.type, enabled=False):  # sparse products in fp32 under bf16 autocast
-            for conv in self.graph_layers:
-                x = conv(x, adj)
-                out = out + x
-        out = out / (len(self.graph_layers) + 1)
-        return out[: self.n_users], out[self.n_users :]
-
-    def node_inputs(self, nodes: torch.Tensor) -> torch.Tensor:
-        """nodes (n,) ids of the homogeneous graph (users, then n_users + item) -> (n, dim) layer-0 inputs."""
-        is_user = nodes < self.n_users
-        items = self.item_base(nodes[~is_user] - self.n_users)
-        users = self.user_base(items, nodes[is_user])
-        out = items.new_zeros(len(nodes), items.shape[1]).index_put((torch.nonzero(~is_user).squeeze(1),), items)
-        return out.index_put((torch.nonzero(is_user).squeeze(1),), users)
-
-    def sampled_graph_embeddings(
-        self, users: torch.Tensor, items: torch.Tensor, fanout: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unbiased estimates of ``graph_embeddings()`` at ``users`` (B,) and ``items`` (I,) (each unique)
-        from a neighbour-sampled subgraph (:mod:`ghrs.graph.neighbour_sampling`): O(seeds x
-        fanout^layers) per call instead of O(edges). Returns (B, dim), (I, dim)."""
-        seeds = torch.cat([users, items + self.n_users])
-        csr = self._cached("csr", lambda: CSRGraph.from_edge_index(self.edge_index.cpu(), self.n_users + self.n_items))
-        nodes, m = sample_propagation(csr, seeds.cpu(), fanout, len(self.graph_layers))  # the sampler runs on the CPU
-        nodes, m = nodes.to(seeds.device), m.to(seeds.device)
-        x = self.node_inputs(nodes).float()
-        out = x
-        with torch.autocast(x.device.type, enabled=False):  # sparse products in fp32 under bf16 autocast
-            for _ in self.graph_layers:
-                x = m @ x  # LightGCN's step with the sampled estimator's weights (LGConv(normalize=False))
-                out = out + x
-        out = out / (len(self.graph_layers) + 1)
-        pos = torch.searchsorted(nodes[: len(seeds)], seeds)  # unique seeds come first, sorted
-        return out[pos[: len(users)]], out[pos[len(users) :]]
-
-    def _adjacency(self, edge_index: torch.Tensor) -> torch.Tensor:
-        """The (n_nodes, n_nodes) sparse CSR adjacency of ``edge_index``. LGConv propagates over it with
-        one sparse-dense product per layer instead of materialising a (n_edges, dim) message tensor: 7x
-        faster on 2M edges and O(edges) memory. The training graph's is cached (built once, used by every
-        batch); a graph passed in (inference with cold users' edges) is converted each call."""
-        n = self.n_users + self.n_items
-        if edge_index is not self.edge_index:
-            return _csr_adjacency(edge_index, n)
-        return self._cached("adj", lambda: _csr_adjacency(edge_index, n))
-
-    def _cached(self, kind: str, build: Callable):
-        """Derived views of the training graph, rebuilt when the edge_index buffer changes (e.g. moved)."""
-        cache = self.__dict__.setdefault("_adj_cache", {})
-        key = (kind, self.edge_index.data_ptr(), tuple(self.edge_index.shape))
-        if key not in cache:
-            for old in [k for k in cache if k[0] == kind]:
-                del cache[old]
-            cache[key] = build()
-        return cache[key]
-
-    def __getstate__(self) -> dict:  # the cache is derived data: not pickled with the model
-        state = self.__dict__.copy()
-        state.pop("_adj_cache", None)
-        return state
-
-    def user_repr(self, users: torch.Tensor, states: torch.Tensor, graph_users: torch.Tensor | None) -> torch.Tensor:
-        """users (B,), states (B, T, enc_dim), graph_users (B, dim) or None -> (B, T, dim)."""
-        B, T = states.shape[:2]
-        parts = [self.user_static[users], self.cluster_emb(self.user_cluster[users])]
-        if graph_users is not None:
-            parts.append(graph_users)
-        if self.user_id is not None:
-            parts.append(self.user_id(users))
-        static = torch.cat(parts, -1).unsqueeze(1).expand(B, T, -1)
-        return self.user_mlp(torch.cat([static, states], -1))
 
 
 class HybridRecommender(Recommender):
@@ -751,7 +505,7 @@ class HybridRecommender(Recommender):
         if changed is None:
             self.final_states = finals
         elif len(changed):
-            self.final_states = _grown(self.final_states, n_users).index_copy(0, changed, finals)
+            self.final_states = grown(self.final_states, n_users).index_copy(0, changed, finals)
         self._encoded_token = self._weights_token()
         # Cold users' revealed ratings become graph edges too (propagation only, no training).
         cold = history[~self.trained_users[history["user"].to_numpy()]]
@@ -768,10 +522,10 @@ class HybridRecommender(Recommender):
             self.stream_state = self._stream_states()
         elif len(changed):
             # rows for users new since the last encoding, then the changed users' states put in place
-            grown = _map(lambda a, b: torch.cat([a, b]) if _batched(a) else a, self.stream_state,
-                         net.encoder.init_state(n_users - n_before))
-            self.stream_state = _map(lambda full, sub: full.index_copy(0, changed, sub.to(full.dtype))
-                                     if _batched(full) else full, grown, self._stream_states(changed))
+            extended = map_states(lambda a, b: torch.cat([a, b]) if is_batched(a) else a, self.stream_state,
+                                  net.encoder.init_state(n_users - n_before))
+            self.stream_state = map_states(lambda full, sub: full.index_copy(0, changed, sub.to(full.dtype))
+                                           if is_batched(full) else full, extended, self._stream_states(changed))
 
     def __setstate__(self, state: dict) -> None:
         # Unpickled parameters restart their version counters: the stored encodings belong to the stored
@@ -833,9 +587,9 @@ class HybridRecommender(Recommender):
         state = enc.init_state(len(users))
         for t in range(int(lengths[0]) if len(lengths) else 0):
             n = int((lengths > t).sum())
-            head, _ = enc.step(_select(state, slice(0, n)), items[:n, t], feats[:n, t])
-            _write(state, head, slice(0, n))
-        return _map(lambda x: x[torch.argsort(perm)] if _batched(x) else x, state)
+            head, _ = enc.step(select_rows(state, slice(0, n)), items[:n, t], feats[:n, t])
+            write_rows(state, head, slice(0, n))
+        return map_states(lambda x: x[torch.argsort(perm)] if is_batched(x) else x, state)
 
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history
@@ -907,12 +661,12 @@ class HybridRecommender(Recommender):
         cols = [interactions[c].to_numpy()[order] for c in ("user", "item", "rating", "timestamp")]
         for u, item, rating, ts in zip(*cols):
             u = int(u)
-            state_u = _select(self.stream_state, slice(u, u + 1)) if self.seqs.lengths[u] > 0 else enc.init_state(1)
+            state_u = select_rows(self.stream_state, slice(u, u + 1)) if self.seqs.lengths[u] > 0 else enc.init_state(1)
             gap = (ts - last[u]) / 86_400.0 if u in last else 0.0
             last[u] = ts
             feat = torch.tensor([[rating - self.mu, np.log1p(max(gap, 0.0))]], dtype=torch.float32, device=dev)
             new_state, y = enc.step(state_u, torch.tensor([int(item) + 1], device=dev), feat)
-            _write(self.stream_state, new_state, slice(u, u + 1))  # in place: O(1) per event, whatever the users
+            write_rows(self.stream_state, new_state, slice(u, u + 1))  # in place: O(1) per event, whatever the users
             self.final_states[u] = y[0]
             self.seqs.lengths[u] += 1
             self.n_history[u] += 1
@@ -970,33 +724,3 @@ class HybridRecommender(Recommender):
         ax.set_ylabel("loss")
         ax.set_title("hybrid training")
         save_figure(fig, Path(run_dir) / "training_curves.png")
-
-
-def _map(fn, *states):
-    """Apply ``fn`` to matching tensors of (nested) encoder stream states; other leaves from the first."""
-    first = states[0]
-    if isinstance(first, torch.Tensor):
-        return fn(*states)
-    if isinstance(first, (tuple, list)):
-        parts = [_map(fn, *children) for children in zip(*states)]
-        return type(first)(*parts) if hasattr(first, "_fields") else type(first)(parts)
-    return first
-
-
-def _batched(x: torch.Tensor) -> bool:
-    return x.dim() > 0
-
-
-def _grown(x: torch.Tensor, n: int) -> torch.Tensor:
-    """``x`` (m, ...) with zero rows appended up to n rows."""
-    return torch.cat([x, x.new_zeros(n - len(x), *x.shape[1:])]) if n > len(x) else x
-
-
-def _select(state, rows: slice):
-    """Rows ``rows`` of a batched stream state (views)."""
-    return _map(lambda x: x[rows] if _batched(x) else x, state)
-
-
-def _write(state, new, rows: slice) -> None:
-    """Write the rows of ``new`` into rows ``rows`` of the batched stream state ``state``, in place."""
-    _map(lambda full, part: full[rows].copy_(part) if _batched(full) else full, state, new)

@@ -14,7 +14,8 @@ from ghrs.errors import UserError
 from ghrs.evaluation import evaluate
 from ghrs.models import ghrs as ghrs_module
 from ghrs.models.genrepop import GenrePopRecommender
-from ghrs.models.hybrid import HybridRecommender, Sequences
+from ghrs.models.hybrid import HybridRecommender
+from ghrs.models.sequences import Sequences
 from ghrs.training import TrainerConfig
 from ssm.encoders import SequenceEncoder
 
