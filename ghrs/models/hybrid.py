@@ -39,7 +39,8 @@ from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
 from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
-from ghrs.models.ghrs import GHRSFeatures, GHRSRecommender
+from ghrs.models.ghrs import GHRSRecommender
+from ghrs.models.ghrs_features import GHRSFeatures
 from ghrs.models.hybrid_net import HybridNet
 from ghrs.models.sequences import N_STEP_FEATURES, Sequences
 from ghrs.models.stream_state import grown, is_batched, map_states, select_rows, write_rows

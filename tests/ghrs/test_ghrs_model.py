@@ -13,7 +13,8 @@ from ghrs.data.synthetic import make_synthetic
 from ghrs.evaluate import evaluate
 from ghrs.metrics import rmse
 from ghrs.models.bias import BiasRecommender
-from ghrs.models.ghrs import GHRSFeatures, GHRSRecommender
+from ghrs.models.ghrs import GHRSRecommender
+from ghrs.models.ghrs_features import GHRSFeatures
 from ghrs.pipeline import run_training
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
