@@ -254,3 +254,29 @@ def test_the_entry_points_never_run_a_planted_payload(tmp_path):
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}, cwd=tmp_path)
     assert out.returncode != 0 and LEGACY_MODEL_FILE in out.stderr and "retrain" in out.stderr
     assert not marker.exists()
+
+
+def test_runs_saved_before_the_module_split_still_load(tmp_path, data):
+    """Artefacts name classes by module; those written before ghrs.py / hybrid.py were split name the old
+    modules (e.g. ghrs.models.ghrs.GHRSFeatures), which the allowlist still accepts and resolves."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    ds, s = data
+    model = hybrid("gru").fit(ds, s.train, s.valid)
+    path = tmp_path / MODEL_FILE
+    save_run_model(path, model, {})
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    renamed = {"ghrs.models.ghrs_features.GHRSFeatures": "ghrs.models.ghrs.GHRSFeatures",
+               "ghrs.models.agreement_neighbourhood.NeighbourConfig": "ghrs.models.ghrs.NeighbourConfig",
+               "ghrs.models.hybrid_net.HybridNet": "ghrs.models.hybrid.HybridNet",
+               "ghrs.models.sequences.Sequences": "ghrs.models.hybrid.Sequences"}
+    manifest = metadata["ghrs"]
+    for new, old in renamed.items():
+        assert new in manifest, f"{new} is not in the saved manifest"
+        manifest = manifest.replace(f'"{new}"', f'"{old}"')
+    path.write_bytes(save(load_file(str(path)), metadata={**metadata, "ghrs": manifest}))
+    loaded, _ = load_run(tmp_path)
+    users = np.arange(ds.n_users)
+    np.testing.assert_array_equal(model.score(users), loaded.score(users))
