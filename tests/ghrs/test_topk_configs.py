@@ -37,3 +37,26 @@ def test_cold_item_experiment_reports_both_protocols(tmp_path):
     m = run_training(config("+experiment=cold_item", "encoder=gru", "encoder.d_model=16", "model.dim=16",
                             "trainer.max_epochs=1"), tmp_path)
     assert {"hr@10", "cold:hr@10", "cold:ndcg@10"} <= set(m["test"])
+
+
+SHARED = ("model.dim", "model.dropout", "model.max_len", "model.train_regime", "encoder.d_model",
+          "encoder.n_layers", "encoder.dropout", "trainer.lr", "trainer.batch_size", "trainer.max_epochs",
+          "trainer.patience")
+
+
+def shared_settings(cfg):
+    """The settings the README says are equal across encoders on the top-k protocol."""
+    encoder = cfg.model.encoder if cfg.model.get("use_ghrs_features") is False else cfg.encoder
+    out = {}
+    for key in SHARED:
+        group, name = key.split(".")
+        out[key] = (encoder if group == "encoder" else cfg[group])[name]
+    return out
+
+
+def test_topk_settings_are_equal_across_encoders_and_the_sasrec_baseline():
+    reference = shared_settings(config("+experiment=topk", "encoder=gru"))
+    for overrides in (["encoder=s4d"], ["encoder=mamba"], ["encoder=mamba2"], ["encoder=sasrec"], ["model=sasrec"]):
+        assert shared_settings(config("+experiment=topk", *overrides)) == reference, overrides
+    # encoder=none has no layers; it still receives the same dropout (unused)
+    assert config("+experiment=topk", "encoder=none").encoder.dropout == reference["encoder.dropout"]
