@@ -13,11 +13,41 @@ histories. Coefficients are ridge-regularised least squares on standardised supp
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
+import pandas as pd
 
 from ghrs.errors import UserError
+
+if TYPE_CHECKING:
+    from ghrs.data.dataset import RatingsDataset
+    from ghrs.models.base import Recommender
+
+
+def out_of_fold(factories: Mapping[str, Callable[[], "Recommender"]], dataset: "RatingsDataset", train: pd.DataFrame,
+                n_folds: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every base's prediction of every training rating by a model fitted on the other folds.
+
+    Returns ``(preds (n, K) in factories' order, n_user (n,), n_item (n,))``: the counts are the user's and
+    the item's ratings in the history the fold's models predicted from (the blender's support columns).
+    Folds are drawn per rating from ``seed``.
+    """
+    fold = np.random.default_rng(seed).integers(0, n_folds, len(train))
+    users, items = train["user"].to_numpy(), train["item"].to_numpy()
+    preds = np.empty((len(train), len(factories)))
+    n_user, n_item = np.empty(len(train)), np.empty(len(train))
+    for f in range(n_folds):
+        held = fold == f
+        rest = train[~held]
+        for k, make in enumerate(factories.values()):
+            model = make().fit(dataset, rest)
+            model.set_history(rest)
+            preds[held, k] = model.predict(users[held], items[held])
+        n_user[held] = np.bincount(users[~held], minlength=dataset.n_users)[users[held]]
+        n_item[held] = np.bincount(items[~held], minlength=dataset.n_items)[items[held]]
+    return preds, n_user, n_item
 
 
 class LinearBlender:

@@ -44,7 +44,7 @@ from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
 from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
-from ghrs.models.blender import LinearBlender
+from ghrs.models.blender import LinearBlender, out_of_fold
 from ghrs.models.ghrs import GHRSFeatures, GHRSRecommender
 from ghrs.training import TrainerConfig, TrainState, Validation, train_loop
 
@@ -675,22 +675,10 @@ class HybridRecommender(Recommender):
         """
         if self.base_folds <= 1:
             return self._base_predict(users, items)
-        rng = np.random.default_rng(self.seed)
-        fold = rng.integers(0, self.base_folds, len(train))
         key = pd.MultiIndex.from_arrays([train["user"].to_numpy(), train["item"].to_numpy()])
         y = train["rating"].to_numpy(np.float64)
-        oof = np.empty((len(train), 1 + len(self.bases)))
-        n_user, n_item = np.empty(len(train)), np.empty(len(train))  # counts in the history each fold saw
-        for f in range(self.base_folds):
-            held = fold == f
-            hu, hi = train["user"].to_numpy()[held], train["item"].to_numpy()[held]
-            model = GHRSRecommender(**{**self.ghrs_kwargs, "alpha_sweep": None}).fit(self.dataset, train[~held])
-            model.set_history(train[~held])
-            oof[held, 0] = model.predict(hu, hi)
-            for k, make in enumerate(self.bases.values(), 1):
-                oof[held, k] = make().fit(self.dataset, train[~held]).predict(hu, hi)
-            n_user[held] = np.bincount(train["user"].to_numpy()[~held], minlength=self.dataset.n_users)[hu]
-            n_item[held] = np.bincount(train["item"].to_numpy()[~held], minlength=self.dataset.n_items)[hi]
+        ghrs = functools.partial(GHRSRecommender, **{**self.ghrs_kwargs, "alpha_sweep": None})
+        oof, n_user, n_item = out_of_fold({"ghrs": ghrs, **self.bases}, self.dataset, train, self.base_folds, self.seed)
         if self.bases:
             log.info("hybrid: out-of-fold RMSE per base %s", {name: round(float(np.sqrt(np.mean((p - y) ** 2))), 4)
                                                               for name, p in zip(["ghrs", *self.bases], oof.T)})
