@@ -14,6 +14,9 @@ similar to i (only positive similarities count; with fewer than ``min_k`` of the
 The neighbours come from the history given at prediction (``set_history``), so a user unseen by ``fit``
 is folded in: bias from the revealed ratings, neighbours among them. The similarity matrix is dense,
 (n_items, n_items) float32: for catalogues of a few ten thousand items at most.
+
+``user_based=True`` swaps the roles: similar users (over the items both rated) who rated i, (n_users,
+n_users) similarities; a user unseen by ``fit`` then has no similarities and gets the baseline.
 """
 
 from __future__ import annotations
@@ -59,23 +62,26 @@ class KNNBaselineRecommender(Recommender):
         min_k: fewer positive-similarity neighbours than this: the baseline alone.
         shrinkage: similarity shrinkage towards 0 by the co-rating count (Surprise's default: 100).
         reg_user, reg_item, n_epochs: the bias baseline (:class:`~ghrs.models.bias.BiasRecommender`).
+        user_based: neighbours are similar users who rated the item (default: similar items the user rated).
     """
 
     def __init__(self, k: int = 40, min_k: int = 1, shrinkage: float = 100.0, reg_user: float = 15.0,
-                 reg_item: float = 10.0, n_epochs: int = 10):
+                 reg_item: float = 10.0, n_epochs: int = 10, user_based: bool = False):
         if k < 1 or min_k < 1 or shrinkage < 0:
             raise UserError(f"knn_baseline: k >= 1, min_k >= 1 and shrinkage >= 0 required, got k={k}, "
                             f"min_k={min_k}, shrinkage={shrinkage}")
         self.k, self.min_k, self.shrinkage = int(k), int(min_k), float(shrinkage)
         self.reg_user, self.reg_item, self.n_epochs = reg_user, reg_item, n_epochs
+        self.user_based = bool(user_based)
 
     def fit(self, dataset: RatingsDataset, train: pd.DataFrame, valid: pd.DataFrame | None = None,
             run_dir: Path | None = None) -> Self:
         self.dataset = dataset
         self.bias_ = BiasRecommender(self.reg_user, self.reg_item, self.n_epochs).fit(dataset, train)
-        self.sim_ = pearson_baseline(self._residuals(train), self.shrinkage)
-        log.info("knn_baseline: %d items, %.1f%% of item pairs with a positive similarity", dataset.n_items,
-                 100 * float((self.sim_ > 0).mean()))
+        resid = self._residuals(train)
+        self.sim_ = pearson_baseline(resid.T.tocsr() if self.user_based else resid, self.shrinkage)
+        log.info("knn_baseline: %d %s, %.1f%% of pairs with a positive similarity", len(self.sim_),
+                 "users" if self.user_based else "items", 100 * float((self.sim_ > 0).mean()))
         self.set_history(train)
         return self
 
@@ -95,7 +101,11 @@ class KNNBaselineRecommender(Recommender):
         """Fold in users unseen by ``fit`` (bias) and take every user's neighbours from ``history``."""
         self.history = history
         self.bias_.set_history(history)
-        self.hist_ = self._residuals(history)
+        resid = self._residuals(history)
+        # rows: whose neighbour lists these are (users; items when user-based), columns: the neighbours
+        self.hist_ = resid.T.tocsr() if self.user_based else resid
+        if self.user_based:  # users unseen by fit have no similarities: never anyone's neighbour
+            self.hist_ = self.hist_[:, : len(self.sim_)].tocsr()
 
     def _grow_users(self, n_old: int, n_new: int) -> None:
         self.bias_.dataset = self.dataset
@@ -105,15 +115,18 @@ class KNNBaselineRecommender(Recommender):
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
         pred = self._baseline(users, items)
-        order = np.argsort(users, kind="stable")
-        bounds = np.flatnonzero(np.diff(users[order])) + 1
+        # owner: whose neighbour list is searched (the user; the item when user-based), target: the other
+        owner, target = (items, users) if self.user_based else (users, items)
+        order = np.argsort(owner, kind="stable")
+        bounds = np.flatnonzero(np.diff(owner[order])) + 1
         h = self.hist_
         for rows in np.split(order, bounds) if len(order) else []:
-            u = users[rows[0]]
-            nbr, e = h.indices[h.indptr[u] : h.indptr[u + 1]], h.data[h.indptr[u] : h.indptr[u + 1]]
-            if len(nbr) == 0:
+            o = owner[rows[0]]
+            rows = rows[target[rows] < len(self.sim_)]  # user-based: users unseen by fit keep the baseline
+            nbr, e = h.indices[h.indptr[o] : h.indptr[o + 1]], h.data[h.indptr[o] : h.indptr[o + 1]]
+            if len(nbr) == 0 or len(rows) == 0:
                 continue
-            s = self.sim_[items[rows]][:, nbr]  # (m, |history|)
+            s = self.sim_[target[rows]][:, nbr]  # (m, |neighbour list|)
             if len(nbr) > self.k:  # keep each row's k most similar history items
                 top = np.argpartition(-s, self.k - 1, axis=1)[:, : self.k]
                 s, e_k = np.take_along_axis(s, top, 1), e[top]

@@ -40,33 +40,38 @@ def _reference(train: pd.DataFrame, knn: KNNBaselineRecommender, u: int, i: int)
     b = knn.bias_
     base = lambda uu, ii: b.mu + b.b_user[uu] + b.b_item[ii]  # noqa: E731
     e = {(uu, ii): r - base(uu, ii) for uu, ii, r in zip(train["user"], train["item"], train["rating"])}
-    by_item: dict[int, dict[int, float]] = {}
-    for (uu, ii), v in e.items():
-        by_item.setdefault(ii, {})[uu] = v
+    owner, target = (i, u) if knn.user_based else (u, i)
+    if knn.user_based:  # the same computation with the roles of users and items swapped
+        e = {(ii, uu): v for (uu, ii), v in e.items()}
+    by_target: dict[int, dict[int, float]] = {}
+    for (a, c), v in e.items():
+        by_target.setdefault(c, {})[a] = v
 
-    def sim(a: int, c: int) -> float:
-        common = set(by_item.get(a, {})) & set(by_item.get(c, {}))
-        if a == c or not common:
+    def sim(x: int, z: int) -> float:
+        common = set(by_target.get(x, {})) & set(by_target.get(z, {}))
+        if x == z or not common:
             return 0.0
-        num = sum(by_item[a][x] * by_item[c][x] for x in common)
-        den = np.sqrt(sum(by_item[a][x] ** 2 for x in common) * sum(by_item[c][x] ** 2 for x in common))
+        num = sum(by_target[x][w] * by_target[z][w] for w in common)
+        den = np.sqrt(sum(by_target[x][w] ** 2 for w in common) * sum(by_target[z][w] ** 2 for w in common))
         n = len(common)
         return 0.0 if den == 0 else num / den * (n - 1) / (n - 1 + knn.shrinkage)
 
-    nbrs = sorted(((sim(i, j), e[(u, j)]) for (uu, j) in e if uu == u), reverse=True)[: knn.k]
+    nbrs = sorted(((sim(target, c), e[(a, c)]) for (a, c) in e if a == owner), reverse=True)[: knn.k]
     pos = [(s_, v) for s_, v in nbrs if s_ > 0]
     adj = sum(s_ * v for s_, v in pos) / sum(s_ for s_, _ in pos) if len(pos) >= knn.min_k else 0.0
     return float(np.clip(base(u, i) + adj, 1, 5))
 
 
-def test_knn_baseline_matches_a_brute_force_reference():
+@pytest.mark.parametrize("user_based", [False, True])
+def test_knn_baseline_matches_a_brute_force_reference(user_based):
     ds = make_synthetic(n_users=40, n_items=30, ratings_per_user=12, seed=1)
     s = RandomSplit(0.2, seed=0)(ds)
-    knn = KNNBaselineRecommender(k=5, min_k=2, shrinkage=3).fit(ds, s.train)
+    knn = KNNBaselineRecommender(k=5, min_k=2, shrinkage=3, user_based=user_based).fit(ds, s.train)
     pairs = s.test.iloc[:40]
     got = knn.predict(pairs["user"].to_numpy(), pairs["item"].to_numpy())
     want = [_reference(s.train, knn, u, i) for u, i in zip(pairs["user"], pairs["item"])]
     np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(got - knn.bias_.predict(pairs["user"].to_numpy(), pairs["item"].to_numpy())).max() > 0.05
 
 
 def test_knn_baseline_never_reads_test_ratings_and_folds_in_new_users(data):
@@ -89,3 +94,15 @@ def test_knn_baseline_never_reads_test_ratings_and_folds_in_new_users(data):
     assert lift(same).mean() > lift(other).mean() + 0.1
     with pytest.raises(UserError, match="knn_baseline"):
         KNNBaselineRecommender(k=0)
+
+
+def test_user_based_knn_baseline_gives_users_unseen_by_fit_the_baseline(data):
+    ds, s, _ = data
+    m = KNNBaselineRecommender(user_based=True).fit(ds, s.train)
+    (new,) = m.add_users([99_998])
+    m.set_history(pd.concat([s.train, pd.DataFrame({"user": new, "item": [0, 1], "rating": 5.0, "timestamp": 0})],
+                            ignore_index=True))
+    items = np.arange(2, 12)
+    np.testing.assert_allclose(m.predict(np.full(10, new), items), m.bias_.predict(np.full(10, new), items))
+    old = s.test["user"].to_numpy()[:50], s.test["item"].to_numpy()[:50]  # the new user is nobody's neighbour
+    assert np.isfinite(m.predict(*old)).all() and m.hist_.shape[1] == len(m.sim_)
