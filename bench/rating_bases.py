@@ -72,7 +72,7 @@ def main() -> None:
     nu_v = np.bincount(split.train["user"].to_numpy(), minlength=dataset.n_users)[split.valid["user"].to_numpy()]
     ni_v = np.bincount(split.train["item"].to_numpy(), minlength=dataset.n_items)[split.valid["item"].to_numpy()]
     n_user, n_item = preds["ghrs"]["n_user"], preds["ghrs"]["n_item"]
-    rmse = lambda p, t: float(np.sqrt(np.mean((np.clip(p, lo, hi) - t) ** 2)))  # noqa: E731
+    rmse = lambda p, t: float(np.sqrt(np.mean((np.clip(p, lo, hi) - t) ** 2)))
     rows = [{"what": f"{name} alone", "oof": rmse(p["oof"], y), "valid": rmse(p["valid"], yv)}
             for name, p in preds.items()]
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ghrs.models.base import Recommender
 
 
-def out_of_fold(factories: Mapping[str, Callable[[], "Recommender"]], dataset: "RatingsDataset", train: pd.DataFrame,
+def out_of_fold(factories: Mapping[str, Callable[[], Recommender]], dataset: RatingsDataset, train: pd.DataFrame,
                 n_folds: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every base's prediction of every training rating by a model fitted on the other folds.
 

@@ -38,7 +38,7 @@ def test_knn_baseline_learns_the_planted_item_clusters(data):
 def _reference(train: pd.DataFrame, knn: KNNBaselineRecommender, u: int, i: int) -> float:
     """Brute force over dicts: the same estimator written the slow, obvious way."""
     b = knn.bias_
-    base = lambda uu, ii: b.mu + b.b_user[uu] + b.b_item[ii]  # noqa: E731
+    base = lambda uu, ii: b.mu + b.b_user[uu] + b.b_item[ii]
     e = {(uu, ii): r - base(uu, ii) for uu, ii, r in zip(train["user"], train["item"], train["rating"])}
     owner, target = (i, u) if knn.user_based else (u, i)
     if knn.user_based:  # the same computation with the roles of users and items swapped
@@ -90,7 +90,7 @@ def test_knn_baseline_never_reads_test_ratings_and_folds_in_new_users(data):
                             ignore_index=True))
     assert a.bias_.b_user[new] > 0
     same, other = np.flatnonzero(truth.item_cluster == 0)[8:], np.flatnonzero(truth.item_cluster != 0)
-    lift = lambda items: a.predict(np.full(len(items), new), items) - a._baseline(np.full(len(items), new), items)  # noqa: E731
+    lift = lambda items: a.predict(np.full(len(items), new), items) - a._baseline(np.full(len(items), new), items)
     assert lift(same).mean() > lift(other).mean() + 0.1
     with pytest.raises(UserError, match="knn_baseline"):
         KNNBaselineRecommender(k=0)
