@@ -54,6 +54,8 @@ ALLOWED_NAMES = (
     "ghrs.models.ghrs._ResidualState",
     "ghrs.models.hybrid.HybridRecommender",
     "ghrs.models.autorec.AutoRecRecommender",
+    "ghrs.models.knn_baseline.KNNBaselineRecommender",
+    "ghrs.models.blender.LinearBlender",
     "ghrs.models.pop.PopRecommender",
     "ghrs.models.itemknn.ItemKNNRecommender",
     "ghrs.models.ease.EASERecommender",

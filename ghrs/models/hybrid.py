@@ -19,6 +19,7 @@ sequence state, graph edges) without retraining.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ from ghrs.io import save_figure
 from ghrs.metrics import ranking_metrics
 from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
+from ghrs.models.blender import LinearBlender, out_of_fold
 from ghrs.models.ghrs import GHRSRecommender
 from ghrs.models.ghrs_features import GHRSFeatures
 from ghrs.models.hybrid_net import HybridNet
@@ -55,6 +57,7 @@ USE_DEFAULTS = {"graph_features": True, "codes": True, "clusters": True, "side":
                 "neighbourhood": True}
 # Switches that change how GHRS itself is fitted (so a pre-fitted GHRS model cannot honour them).
 USE_GHRS = ("graph_features", "clusters", "side", "neighbourhood")
+BLENDERS = {"linear": {"support": False}, "support": {"support": True}}  # model.blender -> LinearBlender kwargs
 
 
 def resolve_use(use: dict | None) -> dict[str, bool]:
@@ -123,8 +126,13 @@ class HybridRecommender(Recommender):
             neighbourhood residual of the base predictor. The sequence encoder is switched off with
             ``encoder=none``.
         autorec: None (off), or keyword arguments of :class:`~ghrs.models.autorec.AutoRecRecommender`: an
-            item-based AutoRec joins the base prediction, blended with GHRS's by least squares on their
-            out-of-fold predictions of the training ratings (needs ``base_folds`` > 1).
+            item-based AutoRec joins the base prediction (shorthand for ``bases={"autorec": ...}``).
+        bases: ``{name: factory}``: further rating predictors in the base, each ``factory()`` an unfitted
+            :class:`Recommender` (Hydra: a node with ``_target_`` and ``_partial_: true``, e.g.
+            ``conf/model/knn_baseline.yaml``'s class). GHRS's and their out-of-fold predictions of the
+            training ratings are stacked by ``blender`` (needs ``base_folds`` > 1).
+        blender: ``linear`` (least squares on [1, predictions]) or ``support`` (weights that also depend on
+            log user / item rating counts: :class:`~ghrs.models.blender.LinearBlender`).
             Without the rating head no GHRS
             predictor is fitted at all (only the GHRS features; the model then predicts no ratings).
         use_ghrs_features: False: no GHRS fit, no static user/item features or clusters (needs the
@@ -162,6 +170,8 @@ class HybridRecommender(Recommender):
         seed: int = 0,
         use: dict | None = None,
         autorec: dict | None = None,
+        bases: dict[str, Callable[[], Recommender]] | None = None,
+        blender: str = "linear",
     ):
         heads = {"rating": 1.0, "ranking": 1.0, **(heads or {})}
         if min(heads.values()) < 0 or max(heads.values()) == 0:
@@ -199,10 +209,16 @@ class HybridRecommender(Recommender):
         if base_folds < 1:
             raise ValueError(f"hybrid base_folds must be >= 1, got {base_folds}")
         self.base_folds = int(base_folds)
-        if autorec is not None and self.base_folds <= 1:
-            raise UserError("hybrid: model.autorec needs base_folds > 1 (its blend weights are fitted on "
-                            "out-of-fold predictions)")
         self.autorec_kwargs = None if autorec is None else {"seed": seed, **dict(autorec)}
+        self.bases = dict(bases or {})
+        if self.autorec_kwargs is not None:
+            self.bases = {"autorec": functools.partial(AutoRecRecommender, **self.autorec_kwargs), **self.bases}
+        if self.bases and self.base_folds <= 1:
+            raise UserError(f"hybrid: model.autorec / model.bases ({sorted(self.bases)}) need base_folds > 1 (the "
+                            "blend weights are fitted on out-of-fold predictions)")
+        if blender not in BLENDERS:
+            raise UserError(f"hybrid blender must be one of {sorted(BLENDERS)}, got {blender!r}")
+        self.blender = blender
         if heads["rating"] and not use_ghrs_features:
             raise UserError("hybrid: the rating head refines GHRS's prediction; use_ghrs_features=false needs "
                             "heads.rating=0")
@@ -241,24 +257,26 @@ class HybridRecommender(Recommender):
         self.trained_users = np.bincount(train["user"].to_numpy(), minlength=n_users) > 0
         # A resumed run reads GHRS (and AutoRec) with the out-of-fold base predictions from the run dir (no refit).
         cache = run_dir is not None and self.ghrs_fitted is None and self.heads["rating"] and Path(run_dir) / GHRS_CACHE
-        cache_key = artefacts.fingerprint(train, self.ghrs_kwargs, self.autorec_kwargs, self.base_folds, self.max_len,
+        cache_key = artefacts.fingerprint(train, self.ghrs_kwargs, {k: repr(v) for k, v in self.bases.items()},
+                                          self.blender, self.base_folds, self.max_len,
                                           self.train_regime, self.window_stride, self.seed, dataset.n_users,
                                           dataset.n_items) if cache else ""
         cached = artefacts.load_cache(cache, cache_key) if cache and self.trainer.resume else None
-        self.autorec = None
-        self.blend_ = np.array([0.0, 1.0])  # base = blend_ . [1, GHRS prediction (, AutoRec prediction)]
+        self.bases_ = {}  # fitted extra bases (name -> Recommender) beside GHRS
+        self.blender_ = None  # None: the base is GHRS's prediction alone
+        self._base_counts(train)
         if cached is not None:
             log.info("hybrid: GHRS fit and base predictions read from %s (resume)", cache)
             self.ghrs = cached["ghrs"]
             self.ghrs.dataset = dataset
             self.features = self.ghrs.features
-            self.autorec, self.blend_ = cached["autorec"], cached["blend"]
-            if self.autorec is not None:
-                self.autorec.dataset = dataset
+            self.bases_, self.blender_ = cached["bases"], cached["blender"]
+            for model in self.bases_.values():
+                model.dataset = dataset
         else:
             self._fit_ghrs(dataset, train, valid)
-            if self.autorec_kwargs is not None and self.heads["rating"]:
-                self.autorec = AutoRecRecommender(**self.autorec_kwargs).fit(dataset, train)
+            if self.heads["rating"]:
+                self.bases_ = {name: make().fit(dataset, train) for name, make in self.bases.items()}
         self.mu = float(train["rating"].mean())  # centres the per-step rating feature
         user_static, clusters, n_clusters, item_static = self._static_inputs()
         self.user_static, self._u_mean, self._u_std = _standardise(user_static, self.trained_users)
@@ -286,7 +304,7 @@ class HybridRecommender(Recommender):
                 base_values = self._base_for_training(train, seqs.users[ru].numpy(), (seqs.items[ru, rt] - 1).numpy())
                 if cache and distributed.is_main():  # one writer under DDP
                     artefacts.save_cache(cache, cache_key, {"ghrs": self.ghrs, "base": base_values,
-                                                            "autorec": self.autorec, "blend": self.blend_},
+                                                            "bases": self.bases_, "blender": self.blender_},
                                          hook=artefacts.Shareable(self.ghrs.dataset, self.ghrs.trained_users))
             base[ru, rt] = torch.as_tensor(base_values)
             base = base.to(dev)
@@ -346,11 +364,18 @@ class HybridRecommender(Recommender):
         return n_seen / (n_seen + self.residual_shrinkage)
 
     def _base_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """(n,) base rating the head refines: GHRS's prediction, or its blend with AutoRec's."""
-        parts = [np.ones(len(users)), self.ghrs.predict(users, items)]
-        if self.autorec is not None:
-            parts.append(self.autorec.predict(users, items))
-        return self.clip(np.column_stack(parts) @ self.blend_)
+        """(n,) base rating the head refines: GHRS's prediction, or the blend of it with the other bases'."""
+        ghrs = self.ghrs.predict(users, items)
+        if self.blender_ is None:
+            return ghrs
+        preds = np.column_stack([ghrs, *[m.predict(users, items) for m in self.bases_.values()]])
+        n_user, n_item = self.support_counts_
+        return self.clip(self.blender_.predict(preds, n_user[users], n_item[items]))
+
+    def _base_counts(self, history: pd.DataFrame) -> None:
+        """Rating counts per user and item in the history the bases predict from (the blender's support)."""
+        self.support_counts_ = (np.bincount(history["user"].to_numpy(), minlength=self.dataset.n_users),
+                        np.bincount(history["item"].to_numpy(), minlength=self.dataset.n_items))
 
     @staticmethod
     def _target_mask(seqs: Sequences, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -405,25 +430,20 @@ class HybridRecommender(Recommender):
         """
         if self.base_folds <= 1:
             return self._base_predict(users, items)
-        rng = np.random.default_rng(self.seed)
-        fold = rng.integers(0, self.base_folds, len(train))
         key = pd.MultiIndex.from_arrays([train["user"].to_numpy(), train["item"].to_numpy()])
-        oof = np.empty((len(train), 1 + (self.autorec is not None)))
-        for f in range(self.base_folds):
-            held = fold == f
-            hu, hi = train["user"].to_numpy()[held], train["item"].to_numpy()[held]
-            model = GHRSRecommender(**{**self.ghrs_kwargs, "alpha_sweep": None}).fit(self.dataset, train[~held])
-            model.set_history(train[~held])
-            oof[held, 0] = model.predict(hu, hi)
-            if self.autorec is not None:
-                oof[held, 1] = AutoRecRecommender(**self.autorec_kwargs).fit(self.dataset, train[~held]).predict(hu, hi)
-        if self.autorec is not None:
-            # stacking: least-squares blend of the components' out-of-fold predictions
-            design = np.column_stack([np.ones(len(train)), oof])
-            self.blend_ = np.linalg.lstsq(design, train["rating"].to_numpy(np.float64), rcond=None)[0]
-            log.info("hybrid: base blend [1, GHRS, AutoRec] weights %s", np.round(self.blend_, 4))
-        oof = self.clip(np.column_stack([np.ones(len(train)), oof]) @ self.blend_) if self.autorec is not None \
-            else oof[:, 0]
+        y = train["rating"].to_numpy(np.float64)
+        ghrs = functools.partial(GHRSRecommender, **{**self.ghrs_kwargs, "alpha_sweep": None})
+        oof, n_user, n_item = out_of_fold({"ghrs": ghrs, **self.bases}, self.dataset, train, self.base_folds, self.seed)
+        if self.bases:
+            log.info("hybrid: out-of-fold RMSE per base %s", {name: round(float(np.sqrt(np.mean((p - y) ** 2))), 4)
+                                                              for name, p in zip(["ghrs", *self.bases], oof.T)})
+            # stacking: the blender learns from the bases' out-of-fold predictions
+            self.blender_ = LinearBlender(**BLENDERS[self.blender]).fit(oof, n_user, n_item, y)
+            log.info("hybrid: %s blender over [ghrs, %s], coefficients %s", self.blender, ", ".join(self.bases),
+                     np.round(self.blender_.coef_, 4))
+            oof = self.clip(self.blender_.predict(oof, n_user, n_item))
+        else:
+            oof = oof[:, 0]
         pos = key.get_indexer(pd.MultiIndex.from_arrays([users, items]))
         if (pos < 0).any():
             raise RuntimeError("internal: a training position without a training rating")
@@ -532,6 +552,15 @@ class HybridRecommender(Recommender):
         # Unpickled parameters restart their version counters: the stored encodings belong to the stored
         # weights, so they stay valid for incremental encoding.
         self.__dict__.update(state)
+        if "bases_" not in state:  # written before model.bases: at most an AutoRec with a plain linear blend
+            autorec, blend = self.__dict__.pop("autorec", None), self.__dict__.pop("blend_", None)
+            self.bases, self.blender = {}, "linear"
+            self.bases_ = {} if autorec is None else {"autorec": autorec}
+            self.blender_ = None
+            if autorec is not None:
+                self.blender_ = LinearBlender()
+                self.blender_.coef_ = np.asarray(blend, np.float64)
+            self._base_counts(self.history)
         if getattr(self, "_encoded_token", None) is not None:
             self._encoded_token = self._weights_token()
 
@@ -598,8 +627,9 @@ class HybridRecommender(Recommender):
             self.ghrs.set_history(history)  # folds in users without training ratings (features, cluster, bias)
         elif self.features is not None:
             self.features.transform_users(history, self.dataset.users)
-        if getattr(self, "autorec", None) is not None:
-            self.autorec.set_history(history)  # revealed ratings enter the items' input vectors
+        for model in self.bases_.values():
+            model.set_history(history)  # e.g. revealed ratings enter AutoRec's item input vectors
+        self._base_counts(history)
         if (~self.trained_users[history["user"].to_numpy()]).any() or len(self.user_static) < self.dataset.n_users:
             self._refresh_static()
         self._encode_history(history)
@@ -626,8 +656,10 @@ class HybridRecommender(Recommender):
             self.ghrs._grow_users(n_old, n_new)
         elif self.features is not None:
             self.features.transform_users(self.history, self.dataset.users)
-        if getattr(self, "autorec", None) is not None:
-            self.autorec.dataset = self.dataset
+        for model in self.bases_.values():
+            model.dataset = self.dataset
+            model._grow_users(n_old, n_new)
+        self._base_counts(self.history)
         self.trained_users = np.concatenate([self.trained_users, np.zeros(grow, bool)])
         net = self.net
         net.n_users = n_new

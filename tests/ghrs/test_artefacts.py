@@ -22,6 +22,7 @@ from ghrs.models.genrepop import GenrePopRecommender
 from ghrs.models.ghrs import GHRSRecommender
 from ghrs.models.hybrid import HybridRecommender
 from ghrs.models.itemknn import ItemKNNRecommender
+from ghrs.models.knn_baseline import KNNBaselineRecommender
 from ghrs.models.lightgcn import LightGCNRecommender
 from ghrs.models.mf import MFRecommender
 from ghrs.models.pop import PopRecommender
@@ -50,6 +51,8 @@ MODELS = {
     "hybrid-topk": lambda: hybrid("gru", heads={"rating": 0.0, "ranking": 1.0}, train_regime="all_prefixes",
                                   item_dropout=0.3),
     "hybrid-autorec": lambda: hybrid("gru", autorec={"hidden": 8, "epochs": 2}),
+    "hybrid-knn": lambda: hybrid("gru", bases={"knn": partial(KNNBaselineRecommender, k=5)}, blender="support"),
+    "knn_baseline": lambda: KNNBaselineRecommender(k=5),
     "pop": PopRecommender,
     "itemknn": ItemKNNRecommender,
     "ease": EASERecommender,

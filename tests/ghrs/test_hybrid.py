@@ -13,8 +13,10 @@ from ghrs.data.splits import ColdUserSplit, RandomSplit
 from ghrs.data.synthetic import make_synthetic
 from ghrs.errors import UserError
 from ghrs.evaluation import evaluate
+from ghrs.metrics import rmse
 from ghrs.models.bias import BiasRecommender
 from ghrs.models.hybrid import HybridRecommender
+from ghrs.models.knn_baseline import KNNBaselineRecommender
 from ghrs.serving import predict_pairs, recommend
 from ghrs.training import TrainerConfig
 from ssm.encoders import SequenceEncoder
@@ -285,12 +287,31 @@ def test_autorec_base_is_a_stacked_blend(data):
     ds, s = data
     m = hybrid(epochs=1, heads={"rating": 1.0, "ranking": 0.0}, base_folds=2,
                autorec={"hidden": 16, "epochs": 5, "reg": 1.0}).fit(ds, s.train)
-    assert m.blend_.shape == (3,) and np.isfinite(m.blend_).all()
+    w = m.blender_.coef_
+    assert w.shape == (3,) and np.isfinite(w).all()
     u, i = s.test["user"].to_numpy(), s.test["item"].to_numpy()
-    blend = np.clip(m.blend_[0] + m.blend_[1] * m.ghrs.predict(u, i) + m.blend_[2] * m.autorec.predict(u, i), 1, 5)
+    blend = np.clip(w[0] + w[1] * m.ghrs.predict(u, i) + w[2] * m.bases_["autorec"].predict(u, i), 1, 5)
     np.testing.assert_allclose(m._base_predict(u, i), blend, rtol=1e-6)
     with pytest.raises(UserError, match="base_folds"):
         HybridRecommender(autorec={}, base_folds=1)
+    with pytest.raises(UserError, match="blender"):
+        HybridRecommender(autorec={}, blender="gbm")
+
+
+def test_baseline_knn_base_joins_the_blend_and_folds_in_users(data):
+    """model.bases adds any Recommender factory to the stacked base: the blend uses the kNN, its
+    support-dependent weights are finite, and a user added after fit gets a base prediction."""
+    ds, s = data
+    m = hybrid(epochs=1, heads={"rating": 1.0, "ranking": 0.0}, base_folds=2, blender="support",
+               bases={"knn": partial(KNNBaselineRecommender, k=10)}).fit(ds, s.train)
+    assert set(m.bases_) == {"knn"} and m.blender_.coef_.shape == (9,) and np.isfinite(m.blender_.coef_).all()
+    assert abs(m.blender_.coef_[2]) > 0.05  # the kNN's prediction carries weight
+    u, i, y = s.test["user"].to_numpy(), s.test["item"].to_numpy(), s.test["rating"].to_numpy()
+    assert rmse(m._base_predict(u, i), y) < rmse(m.ghrs.predict(u, i), y) + 0.01
+    (new,) = m.add_users([10_001])
+    m.set_history(pd.concat([s.train, pd.DataFrame({"user": new, "item": [0, 1, 2], "rating": [5.0, 1.0, 4.0],
+                                                   "timestamp": [1, 2, 3]})], ignore_index=True))
+    assert m.support_counts_[0][new] == 3 and np.isfinite(m.predict(np.full(5, new), np.arange(3, 8))).all()
 
 
 def test_fold_in_encodes_only_the_new_user_and_equals_full_reencoding(data):
