@@ -14,6 +14,7 @@ import itertools
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 from ghrs import device as devices
 from ghrs import distributed
+from ghrs.options import FromConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,10 @@ class AutoEncoder(nn.Module):
 
 
 @dataclass
-class AutoEncoderConfig:
+class AutoEncoderConfig(FromConfig):
     """``model.autoencoder`` in ``conf/model/ghrs.yaml``."""
+
+    OPTION_GROUP: ClassVar[str] = "autoencoder"
 
     hidden: tuple[int, ...] = (32,)
     code_dim: int = 8
@@ -88,16 +92,6 @@ class AutoEncoderConfig:
         self.hidden = tuple(int(h) for h in (self.hidden or ()))
         if self.code_dim < 1 or self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
             raise ValueError(f"autoencoder: code_dim, epochs, batch_size >= 1 and lr > 0 required; got {self}")
-
-    @classmethod
-    def from_any(cls, cfg) -> AutoEncoderConfig:
-        if isinstance(cfg, cls):
-            return cfg
-        cfg = dict(cfg or {})
-        unknown = set(cfg) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown autoencoder option(s) {sorted(unknown)}")
-        return cls(**cfg)
 
 
 @dataclass

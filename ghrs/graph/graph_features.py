@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,6 +36,7 @@ import torch
 from scipy.sparse import csgraph
 
 from ghrs.autoencoder import limited_threads
+from ghrs.options import FromConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ BACKEND_ALIASES = {"nx-parallel": "parallel", "nx_parallel": "parallel"}
 
 
 @dataclass
-class CentralityConfig:
+class CentralityConfig(FromConfig):
     """How to compute the graph features (``model.centrality`` in ``conf/model/ghrs.yaml``).
 
     Attributes:
@@ -74,6 +76,8 @@ class CentralityConfig:
             ~1e-6 relative difference from networkx) or ``float64`` (agrees to ~1e-12).
         seed: pivot sampling.
     """
+
+    OPTION_GROUP: ClassVar[str] = "centrality"
 
     engine: str = "matrix"
     closeness: str = "auto"
@@ -108,15 +112,6 @@ class CentralityConfig:
                 f"centrality.backend={self.backend!r} is a networkx backend: it needs centrality.engine=networkx"
             )
 
-    @classmethod
-    def from_any(cls, cfg) -> CentralityConfig:
-        if isinstance(cfg, cls):
-            return cfg
-        cfg = dict(cfg or {})
-        unknown = set(cfg) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown centrality option(s) {sorted(unknown)}")
-        return cls(**cfg)
 
     def modes_for(self, n_nodes: int) -> dict[str, str]:
         """Resolve ``auto`` for a graph with ``n_nodes`` nodes."""

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ghrs.graph.similarity_graph import agreement_neighbours, rating_indicators
+from ghrs.options import FromConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class NeighbourConfig:
+class NeighbourConfig(FromConfig):
     """``model.neighbours``: the graph-neighbourhood residual of the default predictor.
 
     Users (items) are weighted by their shrunk agreement rate ``same-rating count / (co-rated count +
@@ -29,6 +31,8 @@ class NeighbourConfig:
     the cost linear in the users on large sets, where nearly every pair of users co-rates something;
     null = every user (exact). Defaults tuned on a validation split of ML-100K u1.base.
     """
+
+    OPTION_GROUP: ClassVar[str] = "neighbours"
 
     k_user: int = 300
     k_item: int = 200
@@ -44,16 +48,6 @@ class NeighbourConfig:
             raise ValueError(f"ghrs neighbours: k >= 1 and shrinkage >= 0 required, got {self}")
         if self.candidates is not None and self.candidates < 1:
             raise ValueError(f"ghrs neighbours.candidates must be >= 1 or null, got {self.candidates}")
-
-    @classmethod
-    def from_any(cls, cfg) -> NeighbourConfig:
-        if isinstance(cfg, cls):
-            return cfg
-        cfg = dict(cfg or {})
-        unknown = set(cfg) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown neighbours option(s) {sorted(unknown)}")
-        return cls(**cfg)
 
     @property
     def active(self) -> bool:
