@@ -1,25 +1,28 @@
 """CPU selective scan whose backward recomputes states chunk by chunk (the ``chunked`` backend).
 
-Core recurrence only (bias, softplus, mask, D and the z gate are applied around it by
-:func:`ssm.selective_scan.selective_scan`); per batch element b, channel d and state index n::
+Per batch element b, channel d and state index n (bias, softplus, mask, D and the z gate around it)::
 
     h_t = a_t * h_{t-1} + w_t,   a_t = exp(dt_t[d] * A[d, n]),   w_t = dt_t[d] * u_t[d] * B_t[g(d), n]
     y_t[d] = sum_n C_t[g(d), n] * h_t[d, n]
 
 Memory: autograd through a step loop keeps several (batch, dim, d_state) tensors per step. Here one
-``torch.autograd.Function`` keeps only its inputs and the state entering each chunk of ``chunk`` steps
-(n_chunks, batch, dim, d_state). The backward visits the chunks last to first, recomputes the chunk's
-decays and states from its checkpoint, runs the adjoint ``g_t = dy_t C_t + a_{t+1} g_{t+1}`` backwards
-through it, and turns (g, states) into every input gradient with a few chunk-wide ops. This is the
-schedule of the fused CUDA kernel of state-spaces/mamba, written with torch ops.
+``torch.autograd.Function`` keeps only its inputs and the state entering each chunk of ``chunk`` steps.
+The backward visits the chunks last to first, recomputes the chunk's decays and states from its
+checkpoint, runs the adjoint ``g_t = dy_t C_t + a_{t+1} g_{t+1}`` backwards through it, and turns
+(g, states) into every input gradient. This is the schedule of the fused CUDA kernel of state-spaces/mamba.
 
-Speed: the work is done on tiles of (chunk steps x a slice of the batch) whose (T, bt, dim, d_state)
-buffers stay in the CPU's L2 cache (``TILE_ELEMENTS``); the buffers are allocated once per call. Per tile,
-everything is a handful of vectorised ops; the only per-step op is one in-place ``addcmul_`` (forward:
-h_t += a_t h_{t-1} on top of the precomputed w_t; backward: g_t += a_{t+1} g_{t+1}). Contractions over
-d_state and over a group's channels are batched matmuls. Inputs are copied once to time-major layout so
-that every tile is a slice. Accumulation is in the inputs' dtype, which the caller makes float32
-(float64 for float64 inputs).
+Two cores run that schedule:
+
+- **compiled** (the default when the project's install built ``kernels._cpu_kernels``): one C call per
+  batch slice and direction does everything, the step's bias/softplus and the mask, the recurrence, D and
+  the gate (:mod:`kernels.selective_scan_cpu`), channels-last, checkpoints every ``COMPILED_CHUNK`` steps;
+- **torch** (fallback: no compiler at install time, or ``COMPILED_CORE = False``): torch ops on tiles of
+  (chunk steps x a slice of the batch) whose (T, bt, dim, d_state) buffers stay in the CPU's L2 cache
+  (``TILE_ELEMENTS``). Per tile, everything is a handful of vectorised ops; the only per-step op is one
+  in-place ``addcmul_`` (forward: h_t += a_t h_{t-1} on top of the precomputed w_t; backward:
+  g_t += a_{t+1} g_{t+1}). Inputs are copied once to time-major layout so that every tile is a slice.
+
+Accumulation is in the inputs' dtype, which the caller makes float32 (float64 for float64 inputs).
 """
 
 from __future__ import annotations
