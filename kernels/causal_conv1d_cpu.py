@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu_lib import check, kernel, ptr, run_slices, slices, strides_bt
+from kernels.cpu_lib import channels_contiguous, check, kernel, ptr, run_slices, slices, strides_bt
 
 __all__ = ["causal_conv1d_silu"]
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """(batch, L, dim) with contiguous channels: a view when it already is."""
-    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 class _CausalConv1dSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         check({"x": x, "weight": weight, "bias": bias}, x.dtype)
-        x, weight = _rows(x), weight.contiguous()
+        x, weight = channels_contiguous(x, 2), weight.contiguous()
         bias = None if bias is None else bias.contiguous()
         batch, length, dim = x.shape
         y = x.new_empty(batch, length, dim)
@@ -44,7 +39,7 @@ class _CausalConv1dSiLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, weight, bias = ctx.saved_tensors
-        dy = _rows(dy)
+        dy = channels_contiguous(dy, 2)
         batch, length, dim = x.shape
         parts = slices(batch)
         dx = x.new_empty(batch, length, dim)

@@ -18,7 +18,10 @@ from itertools import pairwise
 
 import torch
 
-__all__ = ["SUFFIX", "available", "check", "kernel", "library", "ptr", "run_slices", "slices", "strides_bt"]
+__all__ = [
+    "SUFFIX", "available", "channels_contiguous", "check", "handles", "kernel", "library", "ptr", "run_slices", "slices",
+    "strides_bt",
+]
 
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}  # the dtypes every kernel is compiled for
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
@@ -52,6 +55,11 @@ def library() -> ctypes.CDLL | None:
 def available() -> bool:
     """True when the compiled kernels were built and load."""
     return library() is not None
+
+
+def handles(t: torch.Tensor) -> bool:
+    """Whether the compiled kernels take this tensor: on the CPU, float32 or float64, and the kernels built."""
+    return t.device.type == "cpu" and t.dtype in SUFFIX and available()
 
 
 def kernel(name: str, dtype: torch.dtype):
@@ -89,6 +97,14 @@ def ptr(t: torch.Tensor | None, b0: int = 0) -> int | None:
     if t is None:
         return None
     return t.data_ptr() + b0 * t.stride(0) * t.element_size()
+
+
+def channels_contiguous(t: torch.Tensor | None, dim: int) -> torch.Tensor | None:
+    """``t`` with stride 1 along its channel axis ``dim``, as the kernels read it: a view when it already
+    is, else a copy in that layout (same shape)."""
+    if t is None or t.stride(dim) == 1 or t.shape[dim] == 1:
+        return t
+    return t.movedim(dim, -1).contiguous().movedim(-1, dim)
 
 
 def strides_bt(t: torch.Tensor | None, time_dim: int) -> tuple[int, int]:

@@ -22,16 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu_lib import check, kernel, ptr, run_slices, slices, strides_bt
+from kernels.cpu_lib import channels_contiguous, check, kernel, ptr, run_slices, slices, strides_bt
 
 __all__ = ["scan_backward", "scan_forward"]
-
-
-def _channels_last(t: torch.Tensor | None) -> torch.Tensor | None:
-    """(batch, dim, L) with contiguous channels (stride 1 along dim): a view when it already is."""
-    if t is None or t.stride(1) == 1 or t.shape[1] == 1:
-        return t
-    return t.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 class _Inputs:
@@ -40,7 +33,7 @@ class _Inputs:
     def __init__(self, u, delta, A, B, C, D, z, delta_bias, softplus: bool, mask, others: dict):
         check({"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
               | others, u.dtype)  # fmt: skip
-        self.u, self.delta, self.z = _channels_last(u), _channels_last(delta), _channels_last(z)
+        self.u, self.delta, self.z = (channels_contiguous(t, 1) for t in (u, delta, z))
         self.A_t = A.t().contiguous()  # (N, dim)
         self.B, self.C = B, C
         self.D = None if D is None else D.contiguous()
@@ -80,7 +73,7 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, softplus, mask, ckpt, dy,
     optional ones None when their input is."""
     inputs = _Inputs(u, delta, A, B, C, D, z, delta_bias, softplus, mask, {"dy": dy, "dlast": dlast})
     fn = kernel("sscan_bwd", u.dtype)
-    dy = _channels_last(dy)
+    dy = channels_contiguous(dy, 1)
     batch, dim, length = u.shape
     groups, n_state = B.shape[1], A.shape[1]
     du, ddelta = u.new_empty(batch, length, dim), u.new_empty(batch, length, dim)

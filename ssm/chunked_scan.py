@@ -272,9 +272,9 @@ def _torch_core_backward(u, dt, A, B, C, ckpt, dy, dlast, T: int, bt: int):
     )
 
 
-def use_compiled_core(dtype: torch.dtype) -> bool:
-    """Whether the chunked backend runs the compiled C core for inputs of this dtype (else the torch core)."""
-    return COMPILED_CORE and dtype in cpu_lib.SUFFIX and cpu_lib.available()
+def use_compiled_core(u: torch.Tensor) -> bool:
+    """Whether the chunked backend runs the compiled C core for inputs like ``u`` (else the torch core)."""
+    return COMPILED_CORE and cpu_lib.handles(u)
 
 
 def chunked_scan(
@@ -305,7 +305,7 @@ def chunked_scan(
     if length == 0:  # nothing to scan; keep the outputs connected to the inputs for autograd
         anchor = sum(0 * t.sum() for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None)
         return u[..., :0] * 1, u.new_zeros(batch, dim, A.shape[1]) + anchor
-    compiled = not u.is_cuda and use_compiled_core(u.dtype)
+    compiled = use_compiled_core(u)
     if compiled:  # per-channel recompute buffers are chunk x N values: a long chunk still fits in L1
         T, bt = min(length, chunk_size or COMPILED_CHUNK), batch
     else:

@@ -42,11 +42,6 @@ def init_dt_bias(
     return dt + torch.log(-torch.expm1(-dt))
 
 
-def _fused_conv_ok(x: torch.Tensor) -> bool:
-    """Whether the compiled conv + SiLU kernel takes this input (CPU float32/float64, kernels built)."""
-    return x.device.type == "cpu" and x.dtype in cpu_lib.SUFFIX and cpu_lib.available()
-
-
 class CausalConv1d(nn.Module):
     """Depthwise causal convolution over time (each channel has its own filter of ``width`` taps).
 
@@ -84,7 +79,7 @@ class CausalConv1d(nn.Module):
 
     def forward_silu(self, x: torch.Tensor, time_dim: int = -1) -> torch.Tensor:
         """``silu(forward(x, time_dim))``; fused in one compiled kernel for channels-last CPU inputs."""
-        if time_dim % 3 == 1 and x.dim() == 3 and _fused_conv_ok(x):
+        if time_dim % 3 == 1 and x.dim() == 3 and cpu_lib.handles(x):
             return causal_conv1d_silu(x, self.conv.weight[:, 0], self.conv.bias)
         return F.silu(self.forward(x, time_dim))
 

@@ -48,16 +48,20 @@
 
 #define SSCAN_PADDED(mask, m_sb, m_st, b, t) ((mask) && !(mask)[(b) * (m_sb) + (t) * (m_st)])
 
+/* the inputs both kernels take, in this order (kernels/cpu_lib.py mirrors it as _SCAN): shape, u, delta
+ * and z rows (pointer, batch and time strides), A, B and C (pointer and four strides), D, delta_bias,
+ * softplus, mask (pointer, batch and time strides) */
+#define SSCAN_INPUTS(T)                                                                                    \
+    int64_t batch, int64_t L, int64_t dim, int64_t N, int64_t G, int64_t chunk, const T *u, int64_t u_sb,  \
+        int64_t u_st, const T *delta, int64_t dl_sb, int64_t dl_st, const T *z, int64_t z_sb, int64_t z_st,\
+        const T *A, const T *B, int64_t B_sb, int64_t B_sg, int64_t B_sn, int64_t B_st, const T *C,        \
+        int64_t C_sb, int64_t C_sg, int64_t C_sn, int64_t C_st, const T *D, const T *bias,                 \
+        int64_t softplus, const uint8_t *mask, int64_t m_sb, int64_t m_st
+
 #define DEFINE_SCAN(T, SUFFIX, EXP, SOFTPLUS)                                                              \
     /* y (batch, L, dim) contiguous; ckpt as above. */                                                     \
     SSCAN_CLONES                                                                                           \
-    void sscan_fwd_##SUFFIX(int64_t batch, int64_t L, int64_t dim, int64_t N, int64_t G, int64_t chunk,    \
-                            const T *u, int64_t u_sb, int64_t u_st, const T *delta, int64_t dl_sb,         \
-                            int64_t dl_st, const T *z, int64_t z_sb, int64_t z_st, const T *A,             \
-                            const T *B, int64_t B_sb, int64_t B_sg, int64_t B_sn, int64_t B_st,            \
-                            const T *C, int64_t C_sb, int64_t C_sg, int64_t C_sn, int64_t C_st,            \
-                            const T *D, const T *bias, int64_t softplus, const uint8_t *mask,              \
-                            int64_t m_sb, int64_t m_st, T *y, T *ckpt) {                                   \
+    void sscan_fwd_##SUFFIX(SSCAN_INPUTS(T), T *y, T *ckpt) {                                              \
         const int64_t per = dim / G, n_chunks = (L + chunk - 1) / chunk, S = N * dim;                      \
         T *h = (T *)malloc((size_t)(S + 3 * dim) * sizeof(T));                                             \
         if (!h) return;                                                                                    \
@@ -111,15 +115,9 @@
     /* du, ddelta, dz (batch, L, dim) contiguous are written; dB, dC, dA, dD, dbias are accumulated into    \
      * (the caller zeroes them). */                                                                        \
     SSCAN_CLONES                                                                                           \
-    void sscan_bwd_##SUFFIX(int64_t batch, int64_t L, int64_t dim, int64_t N, int64_t G, int64_t chunk,    \
-                            const T *u, int64_t u_sb, int64_t u_st, const T *delta, int64_t dl_sb,         \
-                            int64_t dl_st, const T *z, int64_t z_sb, int64_t z_st, const T *A,             \
-                            const T *B, int64_t B_sb, int64_t B_sg, int64_t B_sn, int64_t B_st,            \
-                            const T *C, int64_t C_sb, int64_t C_sg, int64_t C_sn, int64_t C_st,            \
-                            const T *D, const T *bias, int64_t softplus, const uint8_t *mask,              \
-                            int64_t m_sb, int64_t m_st, const T *ckpt, const T *dy, int64_t dy_sb,         \
-                            int64_t dy_st, const T *dlast, T *du, T *ddelta, T *dz, T *dB, T *dC, T *dA,   \
-                            T *dD, T *dbias) {                                                             \
+    void sscan_bwd_##SUFFIX(SSCAN_INPUTS(T), const T *ckpt, const T *dy, int64_t dy_sb, int64_t dy_st,    \
+                            const T *dlast, T *du, T *ddelta, T *dz, T *dB, T *dC, T *dA, T *dD,           \
+                            T *dbias) {                                                                    \
         const int64_t per = dim / G, n_chunks = (L + chunk - 1) / chunk, S = N * dim;                      \
         /* decays, states and steps of one chunk, the carried adjoint, and per-step channel rows */        \
         T *abuf = (T *)malloc((size_t)(2 * chunk * S + chunk * dim + S + 4 * dim) * sizeof(T));            \

@@ -273,8 +273,8 @@ def test_compiled_cpu_kernels_are_built_and_used_by_auto():
     from ssm.chunked_scan import use_compiled_core
 
     assert cpu_lib.available(), "kernels._cpu_kernels was not built: reinstall with `pip install -e .`"
-    assert use_compiled_core(torch.float32) and use_compiled_core(torch.float64)
-    assert not use_compiled_core(torch.float16)  # half inputs are cast to float32 before the core
+    assert use_compiled_core(torch.zeros(1)) and use_compiled_core(torch.zeros(1, dtype=torch.float64))
+    assert not use_compiled_core(torch.zeros(1, dtype=torch.float16))  # half inputs are cast to float32 first
 
 
 @pytest.mark.parametrize("threads", [1, 3])
