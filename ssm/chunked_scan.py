@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from kernels import cpu_lib
 from kernels import selective_scan_cpu as cpu_core
 
-__all__ = ["COMPILED_CORE", "STEP_ELEMENTS", "TILE_ELEMENTS", "chunked_scan", "tile_shape", "use_compiled_core"]
+__all__ = [
+    "COMPILED_CORE", "STEP_ELEMENTS", "TILE_ELEMENTS", "chunked_scan", "effective_delta", "tile_shape", "use_compiled_core",
+]
 
 # the compiled C core (kernels/selective_scan_cpu.py) runs the recurrence when it was built; False forces
 # the torch core (tests compare both with the reference)
@@ -167,6 +169,25 @@ def _batch_major(t: torch.Tensor, batch: int, dim: int) -> torch.Tensor:
     return t.view(t.shape[0], batch, dim).permute(1, 2, 0)
 
 
+def effective_delta(
+    delta: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    mask: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """delta (batch, dim, length) -> softplus(delta + bias) in ``dtype``, 0 at padded steps."""
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)  # threshold 20: identity above, as in mamba_ssm
+    if mask is not None:
+        # delta = 0 at a padded step: exp(0 * A) = 1 keeps the state and delta * B * u = 0 adds nothing
+        delta = torch.where(mask[:, None, :], delta, torch.zeros((), dtype=dtype, device=delta.device))
+    return delta
+
+
 class _ChunkedScanFn(torch.autograd.Function):
     """Selective scan with the bias, softplus, mask, D skip and z gate fused around the core recurrence.
 
@@ -183,12 +204,9 @@ class _ChunkedScanFn(torch.autograd.Function):
             y, ckpt = cpu_core.scan_forward(u, delta, A, B, C, D, z, delta_bias, softplus, mask, T)
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, None, ckpt)
             return y, ckpt[:, -1].transpose(1, 2).clone()  # (a copy: not a view of the saved checkpoints)
-        v = delta if delta_bias is None else delta + delta_bias[:, None]
-        dt = F.softplus(v) if softplus else v
+        dt = effective_delta(delta, delta_bias, softplus, mask, u.dtype)
         m = None if mask is None else mask[:, None, :]
-        if m is not None:  # padded steps: dt = 0 keeps the state, u = 0 adds nothing
-            dt = dt.masked_fill(~m, 0)
-        u_in = u if m is None else u.masked_fill(~m, 0)
+        u_in = u if m is None else u.masked_fill(~m, 0)  # padded steps: u = 0 adds nothing (and dt = 0)
         y, ckpt, last = _torch_core_forward(u_in, dt, A, B, C, T, bt)
         del dt
         if D is not None:
@@ -214,10 +232,8 @@ class _ChunkedScanFn(torch.autograd.Function):
             )
             return du, ddt, dA, dB, dC, dD, dz, dbias, None, None, None, None, None
         m = None if mask is None else mask[:, None, :]
-        v = delta if delta_bias is None else delta + delta_bias[:, None]
-        dt = F.softplus(v) if softplus else v
+        dt = effective_delta(delta, delta_bias, softplus, mask, u.dtype)
         if m is not None:
-            dt = dt.masked_fill(~m, 0)
             dy = dy.masked_fill(~m, 0)  # padded outputs are constant 0
         u_in = u if m is None else u.masked_fill(~m, 0)
         dz = None
@@ -237,6 +253,7 @@ class _ChunkedScanFn(torch.autograd.Function):
             ddt.masked_fill_(~m, 0)
         if softplus:
             # softplus' = sigmoid (F.softplus is the identity above its threshold 20: derivative 1)
+            v = delta if delta_bias is None else delta + delta_bias[:, None]
             slope = torch.sigmoid(v).masked_fill_(v > 20, 1)
             ddt.mul_(slope)
         dbias = ddt.sum((0, 2)) if delta_bias is not None else None

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ssm.chunked_scan import chunked_scan
+from ssm.chunked_scan import chunked_scan, effective_delta
 
 __all__ = ["BACKENDS", "selective_scan", "selective_scan_fn", "selective_scan_ref"]
 
@@ -125,25 +125,6 @@ def _as_groups(t: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------
 # shared pre/post-processing (torch ops, differentiable)
 # --------------------------------------------------------------------------------------------------------
-
-
-def _effective_delta(
-    delta: torch.Tensor,
-    delta_bias: torch.Tensor | None,
-    delta_softplus: bool,
-    mask: torch.Tensor | None,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """delta (batch, dim, length) -> softplus(delta + bias) in ``dtype``, 0 at padded steps."""
-    delta = delta.to(dtype)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(dtype)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)  # threshold 20: identity above, as in mamba_ssm
-    if mask is not None:
-        # delta = 0 at a padded step: exp(0 * A) = 1 keeps the state and delta * B * u = 0 adds nothing
-        delta = torch.where(mask[:, None, :], delta, torch.zeros((), dtype=dtype, device=delta.device))
-    return delta
 
 
 def _finish_output(
@@ -316,7 +297,7 @@ def selective_scan(
         )
         y = y.to(u.dtype)
         return (y, last) if return_last_state else y
-    dt = _effective_delta(delta, delta_bias, delta_softplus, mask, dtype)
+    dt = effective_delta(delta, delta_bias, delta_softplus, mask, dtype)
     uc = u.to(dtype)
     if mask is not None:
         uc = torch.where(mask[:, None, :], uc, torch.zeros((), dtype=dtype, device=u.device))
