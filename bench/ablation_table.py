@@ -3,6 +3,11 @@ the change against the full hybrid, and whether each component pays (the rule of
 that is on by default must improve its metric by more than 2 standard deviations of the seed spread).
 
     python bench/ablation_table.py multirun/<date>/<time> [more sweep dirs] [--metric rmse|hr@10]
+    python bench/ablation_table.py SWEEP_DIR full=RUNS_DIR no_encoder=OTHER_RUNS_DIR --metric hr@10
+
+A ``LABEL=DIR`` argument files every run under DIR as ablation LABEL whatever its overrides say: for runs
+made by another command with the same resolved configuration (e.g. ``+experiment=topk encoder=gru`` is
+``+experiment=ablation_topk ablation=full``; check with ``--cfg job``).
 
 The verdict is taken on the validation metric (choices are made on validation); the test metric of the
 same runs is shown beside it. "std" is the sample std over seeds; the threshold is 2 x the larger std of
@@ -23,11 +28,13 @@ import yaml
 def collect(dirs: list[str]) -> pd.DataFrame:
     rows = []
     for d in dirs:
+        label, sep, path = d.partition("=")
+        label, d = (label, path) if sep else (None, d)
         for f in sorted(Path(d).glob("**/metrics.json")):
             overrides = yaml.safe_load((f.parent / ".hydra" / "overrides.yaml").read_text())
             opts = dict(o.split("=", 1) for o in overrides if "=" in o)
             m = json.loads(f.read_text())
-            rows.append({"ablation": opts.get("ablation", "full"), "seed": int(opts.get("seed", 0)),
+            rows.append({"ablation": label or opts.get("ablation", "full"), "seed": int(opts.get("seed", 0)),
                          **{f"valid_{k}": v for k, v in m.get("valid", {}).items()},
                          **{f"test_{k}": v for k, v in m.get("test", {}).items()}, "epochs": m.get("epochs")})
     return pd.DataFrame(rows)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
-from torch_geometric.utils import to_undirected
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import to_torch_csr_tensor, to_undirected
 
 from ghrs.data.dataset import RatingsDataset
 
@@ -41,3 +44,21 @@ def homogeneous_edge_index(dataset: RatingsDataset, train: pd.DataFrame) -> torc
     u = torch.tensor(train["user"].to_numpy(), dtype=torch.long)
     i = torch.tensor(train["item"].to_numpy(), dtype=torch.long) + dataset.n_users
     return to_undirected(torch.stack([u, i]), num_nodes=dataset.n_users + dataset.n_items)
+
+
+def csr_adjacency(edge_index: torch.Tensor, n: int, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, n) sparse CSR adjacency of ``edge_index`` (2, E), entries ``weight`` (E,) or 1.
+
+    PyG sorts our in-range edge index into CSR, so torch's invariants hold by construction: the checks are
+    skipped *explicitly* (an implicit skip prints a SEGFAULT warning a user cannot act on), and torch's
+    notice that sparse CSR support is "beta" is hidden for the same reason."""
+    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return to_torch_csr_tensor(edge_index, weight, size=(n, n))
+
+
+def normalised_adjacency(edge_index: torch.Tensor, n: int) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 of ``edge_index`` as (n, n) sparse CSR, no self-loops: what ``LGConv(normalize=True)``
+    recomputes on every call, built once for ``LGConv(normalize=False)``."""
+    ei, w = gcn_norm(edge_index, None, n, add_self_loops=False)
+    return csr_adjacency(ei, n, w)

@@ -37,7 +37,7 @@ from ghrs.errors import UserError
 from ghrs.features.item_features import encode_item_side
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.io import save_figure
-from ghrs.metrics import ranking_metrics
+from ghrs.metrics import heldout_hit_rate
 from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
 from ghrs.models.blender import LinearBlender, out_of_fold
@@ -479,15 +479,7 @@ class HybridRecommender(Recommender):
             self._encode_history(train, streaming=False)
             if self.heads["rating"]:
                 return float(np.sqrt(np.mean((self.predict(vu, vi) - vr) ** 2)))
-            users = np.unique(vu)
-            scores = torch.as_tensor(self.score(users))
-            seen = torch.zeros_like(scores, dtype=torch.bool)
-            pos = {u: k for k, u in enumerate(users)}
-            rows = torch.as_tensor([pos[u] for u in train["user"].to_numpy() if u in pos])
-            seen[rows, torch.as_tensor(train["item"].to_numpy()[np.isin(train["user"].to_numpy(), users)])] = True
-            rel = torch.zeros_like(seen)
-            rel[torch.as_tensor([pos[u] for u in vu]), torch.as_tensor(vi)] = True
-            return float(torch.nanmean(ranking_metrics(scores, rel, seen, (10,))["hr@10"]))
+            return heldout_hit_rate(self.score, train, valid)
 
         if self.heads["rating"]:
             return Validation(metric, "rmse")

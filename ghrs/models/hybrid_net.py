@@ -3,29 +3,17 @@ LightGCN-style graph embedding (full or sampled propagation) and the heads' proj
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch_geometric.nn import LGConv
-from torch_geometric.utils import to_torch_csr_tensor
 
+from ghrs.graph.bipartite import csr_adjacency
 from ghrs.graph.neighbour_sampling import CSRGraph, sample_propagation
 
 __all__ = ["HybridNet"]
-
-
-def _csr_adjacency(edge_index: torch.Tensor, n: int) -> torch.Tensor:
-    """(n, n) sparse CSR adjacency of ``edge_index`` (2, E).
-
-    PyG sorts our in-range edge index into CSR, so torch's invariants hold by construction: the checks are
-    skipped *explicitly* (an implicit skip prints a SEGFAULT warning a user cannot act on), and torch's
-    notice that sparse CSR support is "beta" is hidden for the same reason."""
-    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-        return to_torch_csr_tensor(edge_index, size=(n, n))
 
 
 class HybridNet(nn.Module):
@@ -145,8 +133,8 @@ class HybridNet(nn.Module):
         batch); a graph passed in (inference with cold users' edges) is converted each call."""
         n = self.n_users + self.n_items
         if edge_index is not self.edge_index:
-            return _csr_adjacency(edge_index, n)
-        return self._cached("adj", lambda: _csr_adjacency(edge_index, n))
+            return csr_adjacency(edge_index, n)
+        return self._cached("adj", lambda: csr_adjacency(edge_index, n))
 
     def _cached(self, kind: str, build: Callable):
         """Derived views of the training graph, rebuilt when the edge_index buffer changes (e.g. moved)."""

@@ -1,7 +1,8 @@
 """LightGCN (He et al. 2020) through torch-geometric, as a top-k baseline (``model=lightgcn``).
 
 Ranking only (BPR loss on training edges, uniform negatives); seen items are masked by the evaluation,
-which PyG's ``LightGCN.recommend`` does not do. A user unseen in training is folded in as the mean of
+which PyG's ``LightGCN.recommend`` does not do. With a validation part, training stops early on its HR@10
+and keeps the best epoch's weights (``trainer.patience``). A user unseen in training is folded in as the mean of
 the final embeddings of the items in its history (zero vector with no history: popularity decides).
 """
 
@@ -17,9 +18,10 @@ import torch.nn.functional as F
 from torch_geometric.nn.models import LightGCN
 
 from ghrs.data.dataset import RatingsDataset
-from ghrs.graph.bipartite import homogeneous_edge_index
+from ghrs.graph.bipartite import homogeneous_edge_index, normalised_adjacency
+from ghrs.metrics import heldout_hit_rate
 from ghrs.models.base import Recommender
-from ghrs.training import TrainerConfig, train_loop
+from ghrs.training import TrainerConfig, Validation, train_loop
 
 
 class LightGCNRecommender(Recommender):
@@ -40,7 +42,9 @@ class LightGCNRecommender(Recommender):
         pos = train if self.positive_min_rating is None else train[train["rating"] >= self.positive_min_rating]
         n_u, n_i = dataset.n_users, dataset.n_items
         self.edge_index = homogeneous_edge_index(dataset, pos).to(dev)
-        self.net = LightGCN(n_u + n_i, self.dim, self.n_layers)
+        self.net = LightGCN(n_u + n_i, self.dim, self.n_layers, normalize=False)
+        # D^-1/2 A D^-1/2 built once (LGConv's own normalisation would redo it on every batch)
+        adj = normalised_adjacency(self.edge_index, n_u + n_i)
         users = torch.tensor(pos["user"].to_numpy())  # copies (pandas arrays are read-only)
         items = torch.tensor(pos["item"].to_numpy())
         bs = self.trainer.batch_size
@@ -55,22 +59,37 @@ class LightGCNRecommender(Recommender):
             """BPR + L2 of the triple's layer-0 embeddings, summed over triples (the loop divides by the
             global count, so DDP shards add up to the whole batch's loss)."""
             u, i, j = batch
-            emb = net.get_embedding(self.edge_index)
+            emb = net.get_embedding(adj)
             eu, ei, ej = emb[u], emb[n_u + i], emb[n_u + j]
             bpr = -F.logsigmoid((eu * ei).sum(-1) - (eu * ej).sum(-1)).sum()
             w = net.embedding.weight
             return bpr + self.reg * sum(w[nodes].pow(2).sum() for nodes in (u, n_u + i, n_u + j)), len(u)
 
-        self.state = train_loop(self.net, batches, loss_fn, self.trainer, None, run_dir,
-                                n_batches=-(-len(users) // bs))
-        with torch.no_grad():
-            emb = self.net.get_embedding(self.edge_index)
-        self.user_emb, self.item_emb = emb[:n_u].clone(), emb[n_u:].clone()
         self.trained_users = np.bincount(pos["user"].to_numpy(), minlength=n_u) > 0
         self.popularity = torch.as_tensor(np.bincount(pos["item"].to_numpy(), minlength=n_i), dtype=torch.float32,
                                           device=dev)
+
+        def valid_hr(net: LightGCN) -> float:
+            self._embed(net, adj)
+            return heldout_hit_rate(self.score_tensor, train, valid)
+
+        has_valid = valid is not None and len(valid) > 0
+        self.state = train_loop(self.net, batches, loss_fn, self.trainer,
+                                Validation(valid_hr, "hr@10", higher_is_better=True) if has_valid else None,
+                                run_dir, n_batches=-(-len(users) // bs))
+        self._embed(self.net, adj)  # the best epoch's weights (train_loop restores them)
         self.history = train
         return self
+
+    @torch.no_grad()
+    def _embed(self, net: LightGCN, adj: torch.Tensor) -> None:
+        """Final user (n_users, dim) and item (n_items, dim) embeddings of ``net`` over the training graph."""
+        was_training = net.training
+        net.eval()
+        emb = net.get_embedding(adj)
+        net.train(was_training)
+        n_u = self.dataset.n_users
+        self.user_emb, self.item_emb = emb[:n_u].clone(), emb[n_u:].clone()
 
     def set_history(self, history: pd.DataFrame) -> None:
         self.history = history

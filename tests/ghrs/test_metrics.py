@@ -1,10 +1,11 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from ghrs.metrics import mae, ranking_metrics, rmse
+from ghrs.metrics import heldout_hit_rate, mae, ranking_metrics, rmse
 
 
 def test_rating_errors_by_hand():
@@ -36,3 +37,19 @@ def test_ranking_metrics_hand_computed():
 def test_users_without_relevant_items_are_nan():
     m = ranking_metrics(torch.rand(2, 4), torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.bool), None, (2,))
     assert torch.isnan(m["hr@2"][0]) and not torch.isnan(m["hr@2"][1])
+
+
+def test_heldout_hit_rate_against_a_brute_force_loop():
+    rng = np.random.default_rng(4)
+    n_users, n_items = 9, 30
+    scores = rng.normal(size=(n_users, n_items))
+    train = pd.DataFrame({"user": rng.integers(0, n_users, 80), "item": rng.integers(0, n_items, 80)})
+    held = pd.DataFrame({"user": [0, 0, 2, 5, 7, 8], "item": [3, 4, 11, 29, 0, 17]})
+    hits = []
+    for u in np.unique(held["user"]):
+        s = scores[u].copy()
+        s[train.loc[train["user"] == u, "item"].to_numpy()] = -np.inf
+        top = np.argsort(-s, kind="stable")[:10]
+        hits.append(bool(set(top) & set(held.loc[held["user"] == u, "item"])))
+    assert heldout_hit_rate(lambda users: scores[users], train, held) == pytest.approx(np.mean(hits))
+    assert heldout_hit_rate(lambda users: torch.as_tensor(scores[users]), train, held) == pytest.approx(np.mean(hits))

@@ -1,0 +1,39 @@
+"""bench/ablation_table.py: runs are grouped by their ablation override (or a LABEL=DIR argument), and a
+component pays only when its gain exceeds 2 x the larger seed std."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "bench" / "ablation_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(path: Path, overrides: list[str], valid: float, test: float) -> None:
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (path / "metrics.json").write_text(json.dumps({"valid": {"hr@10": valid}, "test": {"hr@10": test}, "epochs": 3}))
+
+
+def test_labels_and_verdicts(tmp_path):
+    bench = load_bench()
+    for s, (full, side, cc) in enumerate([(0.20, 0.10, 0.199), (0.21, 0.11, 0.205), (0.19, 0.09, 0.196)]):
+        fake_run(tmp_path / "other" / str(s), ["+experiment=topk", f"seed={s}"], full, full)  # no ablation override
+        fake_run(tmp_path / "sweep" / f"side{s}", ["ablation=no_side", f"seed={s}"], side, side)
+        fake_run(tmp_path / "sweep" / f"cc{s}", ["ablation=no_codes_clusters", f"seed={s}"], cc, cc)
+    runs = bench.collect([str(tmp_path / "sweep"), f"full={tmp_path / 'other'}"])
+    assert sorted(runs["ablation"].unique()) == ["full", "no_codes_clusters", "no_side"]
+    assert (runs["ablation"] == "full").sum() == 3
+    lines = bench.table(runs, "hr@10").splitlines()
+    side = next(line for line in lines if line.startswith("| no side"))
+    cc = next(line for line in lines if line.startswith("| no codes clusters"))
+    assert "+0.1000" in side and "| yes |" in side          # gain 0.10 > 2 x std 0.01
+    assert "| no |" in cc                                     # gain 0.0 is within the noise
+    # without the label the reused runs would be filed as "full" too, but a sweep of ablations keeps its names
+    assert set(bench.collect([str(tmp_path / "sweep")])["ablation"]) == {"no_side", "no_codes_clusters"}
