@@ -64,3 +64,23 @@ def test_optuna_search_runs_on_validation_only(tmp_path):
     assert 0 < best["best_value"] < 2 and "model.neighbours.power" in best["best_params"]
     for metrics in tmp_path.glob("*/metrics.json"):
         assert '"test"' not in metrics.read_text()
+
+
+SEARCH_BASE = {"ghrs_agreement_knn": ["model=ghrs", "split.valid_ratio=0.1"],
+               "hybrid_rating": ["+experiment=rating", "encoder=gru"],
+               "hybrid_topk": ["+experiment=topk", "encoder=gru"],
+               "lightgcn_topk": ["+experiment=topk_lightgcn"]}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml")))
+def test_every_search_optimises_a_validation_metric_over_existing_keys(name):
+    """Read as YAML (composing the sweeper needs the optional [tune] extra): the objective is a validation
+    metric, the test part is not evaluated, and every swept key exists in the configuration it tunes."""
+    from omegaconf import OmegaConf
+
+    search = yaml.safe_load((ROOT / "conf" / "hparams_search" / f"{name}.yaml").read_text())
+    assert search["objective"].startswith("valid.") and search["eval"]["parts"] == ["valid"]
+    assert name in SEARCH_BASE, f"add the configuration that {name}.yaml tunes to SEARCH_BASE"
+    cfg = config(*SEARCH_BASE[name])
+    for key in search["hydra"]["sweeper"]["params"]:
+        assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", key
