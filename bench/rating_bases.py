@@ -9,6 +9,13 @@ settings), so a second call with another blender or one more base only fits what
 
     GHRS_DATA_DIR=/work/shared/data python bench/rating_bases.py +experiment=rating_blend
     python bench/rating_bases.py +experiment=rating_blend dataset.name=ml-1m split=random split.seed=0
+
+Over seeds (``seed`` moves the validation carve and the folds), the ablation of the stacked bases: each base's
+gain = validation RMSE of the blend without it minus that of the blend of all, mean ± std over the seeds; it
+pays when the mean gain exceeds 2 x the larger seed std of the two blends (issue 12's rule):
+
+    for s in 0 1 2; do python bench/rating_bases.py +experiment=rating_blend seed=$s --out bases_$s.json; done
+    python bench/rating_bases.py --table bases_0.json bases_1.json bases_2.json [--blender support]
 """
 
 from __future__ import annotations
@@ -51,12 +58,40 @@ def base_predictions(name, make, dataset, split, folds, seed, cache: Path) -> di
     return out
 
 
+def ablation_table(runs: list[dict], blender: str) -> str:
+    """Markdown: the blend of all bases and the blend without each, validation RMSE mean ± std over ``runs``
+    (the ``--out`` JSONs of one seed each), with each base's gain and the 2-std verdict."""
+    prefix = f"{blender} blend of "
+    per_run = [{r["what"].removeprefix(prefix): r["valid"] for r in run["rows"] if r["what"].startswith(prefix)}
+               for run in runs]
+    full = max(per_run[0], key=lambda k: k.count("+"))  # the blend of every base
+    bases = full.split("+")
+    lines = [f"| blend ({blender}) | seeds | valid RMSE | base's gain (valid) | 2 std | pays? |",
+             "|---|---:|---:|---:|---:|---|"]
+    vals = np.array([[r[full] for r in per_run]])
+    lines.append(f"| all: {full} | {len(runs)} | {vals.mean():.4f} ± {vals.std(ddof=1):.4f} | | | |")
+    for b in bases:
+        name = "+".join(x for x in bases if x != b)
+        v = np.array([r[name] for r in per_run])
+        gain = v - vals[0]  # > 0: the base helps
+        thr = 2 * max(v.std(ddof=1), vals.std(ddof=1))
+        lines.append(f"| without {b} | {len(runs)} | {v.mean():.4f} ± {v.std(ddof=1):.4f} | "
+                     f"{gain.mean():+.4f} (paired: {gain.min():+.4f} to {gain.max():+.4f}) | {thr:.4f} | "
+                     f"{'yes' if gain.mean() > thr else 'no'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("overrides", nargs="*", help="ghrs.train overrides (the hybrid with model.bases)")
     ap.add_argument("--cache", type=Path, default=ROOT / "outputs" / "rating_bases")
     ap.add_argument("--out", type=Path, default=None, help="JSON with the table's rows")
+    ap.add_argument("--table", type=Path, nargs="+", default=None, help="--out files of several seeds: ablation table")
+    ap.add_argument("--blender", default="support", help="with --table: the blender whose ablation is shown")
     args = ap.parse_args()
+    if args.table:
+        print(ablation_table([json.loads(f.read_text()) for f in args.table], args.blender))
+        return
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
         cfg = compose("train", overrides=args.overrides)
     dataset, split = build(cfg)

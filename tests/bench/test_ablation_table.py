@@ -37,3 +37,19 @@ def test_labels_and_verdicts(tmp_path):
     assert "| no |" in cc                                     # gain 0.0 is within the noise
     # without the label the reused runs would be filed as "full" too, but a sweep of ablations keeps its names
     assert set(bench.collect([str(tmp_path / "sweep")])["ablation"]) == {"no_side", "no_codes_clusters"}
+
+
+def test_stacked_bases_ablation_over_seeds():
+    spec = importlib.util.spec_from_file_location("rating_bases", ROOT / "bench" / "rating_bases.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(off):
+        v = {"ghrs+autorec+knn": 0.877, "autorec+knn": 0.880, "ghrs+knn": 0.890, "ghrs+autorec": 0.8771}
+        return {"rows": [{"what": f"support blend of {k}", "valid": x + off, "oof": 0.0} for k, x in v.items()]
+                + [{"what": "linear blend of ghrs+autorec+knn", "valid": 0.5, "oof": 0.0}]}
+
+    lines = bench.ablation_table([run(0.0), run(0.001), run(-0.001)], "support").splitlines()
+    assert lines[2].startswith("| all: ghrs+autorec+knn | 3 | 0.8770 ± 0.0010")
+    verdict = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in lines[3:]}
+    assert verdict == {"without ghrs": "yes", "without autorec": "yes", "without knn": "no"}
