@@ -1,18 +1,10 @@
 """bench/ablation_table.py: runs are grouped by their ablation override (or a LABEL=DIR argument), and a
 component pays only when its gain exceeds 2 x the larger seed std."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "bench" / "ablation_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.bench import load_bench
 
 
 def fake_run(path: Path, overrides: list[str], valid: float, test: float) -> None:
@@ -22,7 +14,7 @@ def fake_run(path: Path, overrides: list[str], valid: float, test: float) -> Non
 
 
 def test_labels_and_verdicts(tmp_path):
-    bench = load_bench()
+    bench = load_bench("ablation_table")
     for s, (full, side, cc) in enumerate([(0.20, 0.10, 0.199), (0.21, 0.11, 0.205), (0.19, 0.09, 0.196)]):
         fake_run(tmp_path / "other" / str(s), ["+experiment=topk", f"seed={s}"], full, full)  # no ablation override
         fake_run(tmp_path / "sweep" / f"side{s}", ["ablation=no_side", f"seed={s}"], side, side)
@@ -40,9 +32,7 @@ def test_labels_and_verdicts(tmp_path):
 
 
 def test_stacked_bases_ablation_over_seeds():
-    spec = importlib.util.spec_from_file_location("rating_bases", ROOT / "bench" / "rating_bases.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("rating_bases")
 
     def run(off):
         v = {"ghrs+autorec+knn": 0.877, "autorec+knn": 0.880, "ghrs+knn": 0.890, "ghrs+autorec": 0.8771}

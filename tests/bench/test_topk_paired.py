@@ -1,25 +1,17 @@
 """bench/topk_paired.py: per-user re-scoring of saved runs reproduces the pipeline's test metrics, and the
 paired table compares groups of runs."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from ghrs.pipeline import run_training
+from tests.bench import ROOT, load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["dataset=synthetic", "dataset.n_users=80", "dataset.n_items=60", "trainer.progress=false",
          "split=temporal_loo", "dataset.seed=0"]
 
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("topk_paired", ROOT / "bench" / "topk_paired.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def train(run_dir, *overrides):
@@ -30,7 +22,7 @@ def train(run_dir, *overrides):
 
 
 def test_paired_table_matches_the_runs_metrics(tmp_path, capsys):
-    bench = load_bench()
+    bench = load_bench("topk_paired")
     pop = train(tmp_path / "pop", "model=pop")
     knn = {s: train(tmp_path / "knn" / str(s), "model=itemknn", f"seed={s}") for s in (0, 1)}
     _, users, per_user = bench.per_user(tmp_path / "pop")
@@ -47,7 +39,7 @@ def test_paired_table_matches_the_runs_metrics(tmp_path, capsys):
 
 
 def test_groups_on_different_splits_are_refused(tmp_path):
-    bench = load_bench()
+    bench = load_bench("topk_paired")
     train(tmp_path / "a", "model=pop")
     train(tmp_path / "b", "model=pop", "dataset.seed=1")  # other data: other test pairs
     with pytest.raises(SystemExit, match="differs"):

@@ -1,26 +1,16 @@
 """bench/topk_ties.py: its leave-one-out with an item-index tie-break is the package's TemporalLOOSplit, and
 another tie-break changes the test items only among same-second ratings."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 
 from ghrs.data.splits import TemporalLOOSplit
 from ghrs.data.synthetic import make_synthetic
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("topk_ties", ROOT / "bench" / "topk_ties.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.bench import load_bench
 
 
 def test_item_tie_break_is_the_package_split_and_others_move_only_tied_items():
-    bench = load_bench()
+    bench = load_bench("topk_ties")
     ds = make_synthetic(n_users=60, n_items=40, seed=0)
     ds.ratings["timestamp"] = ds.ratings["timestamp"] // 10**5 * 10**5  # coarse: many same-second ties
     r = ds.ratings
