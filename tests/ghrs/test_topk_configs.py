@@ -60,3 +60,18 @@ def test_topk_settings_are_equal_across_encoders_and_the_sasrec_baseline():
         assert shared_settings(config("+experiment=topk", *overrides)) == reference, overrides
     # encoder=none has no layers; it still receives the same dropout (unused)
     assert config("+experiment=topk", "encoder=none").encoder.dropout == reference["encoder.dropout"]
+
+
+def test_topk_keeps_only_the_components_that_paid_in_the_ablation(tmp_path):
+    """+experiment=topk switches off what did not pay on top-k (graph features, codes, clusters, LightGCN
+    embedding) and keeps side information and the encoder; +ablation=full turns everything back on."""
+    cfg = config("+experiment=topk", "encoder=gru")
+    off = {k for k, v in cfg.model.use.items() if not v}
+    assert off == {"graph_features", "codes", "clusters", "graph_embedding"}
+    assert cfg.encoder.layer == "gru"
+    assert all(config("+experiment=topk", "+ablation=full").model.use.values())
+    assert all(config("+experiment=ablation_topk").model.use.values())  # the ablation's reference is all-on
+    cfg = config("+experiment=topk", "encoder=gru", "trainer.max_epochs=1", "model.dim=16", "encoder.d_model=16",
+                 "trainer.batch_size=16")
+    m = run_training(cfg, tmp_path)
+    assert 0 <= m["test"]["hr@10"] <= 1
