@@ -84,3 +84,14 @@ def test_every_search_optimises_a_validation_metric_over_existing_keys(name):
     cfg = config(*SEARCH_BASE[name])
     for key in search["hydra"]["sweeper"]["params"]:
         assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", key
+
+
+@pytest.mark.parametrize("experiment", ["rating", "rating_autorec", "rating_blend"])
+def test_rating_protocols_keep_only_what_paid_on_rating(experiment):
+    """The rating ablation (u1 and the ML-1M half): only the neighbourhood residual paid, so the rating
+    protocols run without the other GHRS parts, the LightGCN embedding and the sequence encoder."""
+    cfg = config(f"+experiment={experiment}")
+    assert {k for k, v in cfg.model.use.items() if v} == {"neighbourhood"}
+    assert cfg.encoder.layer == "none"
+    full = config(f"+experiment={experiment}", "+ablation=full", "encoder=gru")  # the README's hybrid rows
+    assert all(full.model.use.values()) and full.encoder.layer == "gru"
