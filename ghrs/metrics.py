@@ -16,6 +16,18 @@ def mae(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(true, np.float64))))
 
 
+_TIE_ORDERS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def tie_break_order(n_items: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n_items,) the fixed pseudo-random permutation that decides between equal scores (seed 0, so every
+    model and run breaks ties the same way)."""
+    key = (n_items, str(device))
+    if key not in _TIE_ORDERS:
+        _TIE_ORDERS[key] = torch.randperm(n_items, generator=torch.Generator().manual_seed(0)).to(device)
+    return _TIE_ORDERS[key]
+
+
 def ranking_metrics(
     scores: torch.Tensor, relevant: torch.Tensor, seen: torch.Tensor | None, ks: tuple[int, ...] = (10,)
 ) -> dict[str, torch.Tensor]:
@@ -34,7 +46,11 @@ def ranking_metrics(
     if seen is not None:
         scores = scores.masked_fill(seen, float("-inf"))
     kmax = min(max(ks), scores.shape[1])
-    top = torch.topk(scores, kmax, dim=1).indices  # (batch, kmax)
+    # Equal scores are ranked in a fixed pseudo-random item order, not by item index: index order carries
+    # information (MovieLens ids follow popularity / release), which a model with tied scores (popularity
+    # counts, cold items with no signal) would otherwise be credited with.
+    order = tie_break_order(scores.shape[1], scores.device)
+    top = order[torch.topk(scores[:, order], kmax, dim=1).indices]  # (batch, kmax) item indices
     hits = relevant.gather(1, top).float()  # (batch, kmax) 1 where the ranked item is relevant
     n_rel = relevant.sum(1).float()
     valid = n_rel > 0

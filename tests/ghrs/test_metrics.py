@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ghrs.metrics import heldout_hit_rate, mae, ranking_metrics, rmse
+from ghrs.metrics import heldout_hit_rate, mae, ranking_metrics, rmse, tie_break_order
 
 
 def test_rating_errors_by_hand():
@@ -53,3 +53,32 @@ def test_heldout_hit_rate_against_a_brute_force_loop():
         hits.append(bool(set(top) & set(held.loc[held["user"] == u, "item"])))
     assert heldout_hit_rate(lambda users: scores[users], train, held) == pytest.approx(np.mean(hits))
     assert heldout_hit_rate(lambda users: torch.as_tensor(scores[users]), train, held) == pytest.approx(np.mean(hits))
+
+
+def test_ties_are_not_broken_by_item_index():
+    """All scores equal: the top 10 is the fixed pseudo-random tie order, not items 0..9, so a model that
+    cannot tell items apart is not credited with whatever the index order encodes."""
+    # Relevant = the ten smallest indices; all scores tied. torch.topk alone returns those very items at
+    # some sizes (e.g. 2,000 items); through the tie order the hit rate over many sizes is near chance.
+    assert set(torch.topk(torch.zeros(1, 2000), 10, dim=1).indices[0].tolist()) == set(range(10))
+    hits = []
+    for n in range(1500, 2500, 10):
+        first = torch.zeros(1, n, dtype=torch.bool)
+        first[0, :10] = True
+        hits.append(float(ranking_metrics(torch.zeros(1, n), first, None, (10,))["hr@10"][0]))
+    assert np.mean(hits) < 0.2  # chance: about 0.05
+    n = 200
+    # over many users with random relevant sets, tied scores give the chance rate, whatever the items' order
+    rng = np.random.default_rng(0)
+    rel = torch.from_numpy(rng.random((2000, n)) < 0.01)
+    hits = ranking_metrics(torch.zeros(2000, n), rel, None, (10,))["hr@10"]
+    rate = 1 - (1 - 0.01) ** 10
+    assert abs(float(torch.nanmean(hits)) - rate) < 0.03
+    # distinct scores: the order plays no part
+    s = torch.from_numpy(rng.normal(size=(50, n)))
+    r = torch.from_numpy(rng.random((50, n)) < 0.05)
+    top = torch.topk(s, 10, dim=1).indices
+    expected = r.gather(1, top).any(1).float()
+    got = ranking_metrics(s, r, None, (10,))["hr@10"]
+    assert torch.equal(torch.where(r.any(1), expected, torch.full_like(expected, float("nan"))).nan_to_num(-1),
+                       got.nan_to_num(-1))
