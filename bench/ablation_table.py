@@ -32,7 +32,7 @@ def collect(dirs: list[str]) -> pd.DataFrame:
         label, d = (label, path) if sep else (None, d)
         for f in sorted(Path(d).glob("**/metrics.json")):
             overrides = yaml.safe_load((f.parent / ".hydra" / "overrides.yaml").read_text())
-            opts = dict(o.split("=", 1) for o in overrides if "=" in o)
+            opts = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)  # +ablation=x too
             m = json.loads(f.read_text())
             rows.append({"ablation": label or opts.get("ablation", "full"), "seed": int(opts.get("seed", 0)),
                          **{f"valid_{k}": v for k, v in m.get("valid", {}).items()},
