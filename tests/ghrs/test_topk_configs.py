@@ -64,10 +64,10 @@ def test_topk_settings_are_equal_across_encoders_and_the_sasrec_baseline():
 
 def test_topk_keeps_only_the_components_that_paid_in_the_ablation(tmp_path):
     """+experiment=topk switches off what did not pay on top-k (graph features, codes, clusters, LightGCN
-    embedding) and keeps side information and the encoder; +ablation=full turns everything back on."""
+    embedding, then side information) and keeps the encoder; +ablation=full turns everything back on."""
     cfg = config("+experiment=topk", "encoder=gru")
     off = {k for k, v in cfg.model.use.items() if not v}
-    assert off == {"graph_features", "codes", "clusters", "graph_embedding"}
+    assert off == {"graph_features", "codes", "clusters", "graph_embedding", "side"}
     assert cfg.encoder.layer == "gru"
     assert all(config("+experiment=topk", "+ablation=full").model.use.values())
     assert all(config("+experiment=ablation_topk").model.use.values())  # the ablation's reference is all-on
