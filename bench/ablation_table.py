@@ -29,7 +29,7 @@ def collect(dirs: list[str]) -> pd.DataFrame:
     rows = []
     for d in dirs:
         label, sep, path = d.partition("=")
-        label, d = (label, path) if sep else (None, d)
+        label, d = (label, path) if sep and not Path(d).exists() else (None, d)  # a run dir may contain "="
         for f in sorted(Path(d).glob("**/metrics.json")):
             overrides = yaml.safe_load((f.parent / ".hydra" / "overrides.yaml").read_text())
             opts = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)  # +ablation=x too

@@ -68,12 +68,12 @@ def ablation_table(runs: list[dict], blender: str) -> str:
     bases = full.split("+")
     lines = [f"| blend ({blender}) | seeds | valid RMSE | base's gain (valid) | 2 std | pays? |",
              "|---|---:|---:|---:|---:|---|"]
-    vals = np.array([[r[full] for r in per_run]])
+    vals = np.array([r[full] for r in per_run])
     lines.append(f"| all: {full} | {len(runs)} | {vals.mean():.4f} ± {vals.std(ddof=1):.4f} | | | |")
     for b in bases:
         name = "+".join(x for x in bases if x != b)
         v = np.array([r[name] for r in per_run])
-        gain = v - vals[0]  # > 0: the base helps
+        gain = v - vals  # > 0: the base helps
         thr = 2 * max(v.std(ddof=1), vals.std(ddof=1))
         lines.append(f"| without {b} | {len(runs)} | {v.mean():.4f} ± {v.std(ddof=1):.4f} | "
                      f"{gain.mean():+.4f} (paired: {gain.min():+.4f} to {gain.max():+.4f}) | {thr:.4f} | "

@@ -32,6 +32,23 @@ def _user_item_matrix(table: pd.DataFrame, n_users: int, n_items: int) -> sp.csr
     return sp.csr_matrix((ones, (table["user"].to_numpy(), table["item"].to_numpy())), shape=(n_users, n_items))
 
 
+def heldout_hit_rate(score, train: pd.DataFrame, heldout: pd.DataFrame, k: int = 10) -> float:
+    """Mean HR@k of the users in ``heldout`` over a full ranking, their ``train`` items masked.
+
+    Args:
+        score: ``users (n,) -> (n, n_items)`` scores (array or tensor), higher = better.
+        train, heldout: frames with ``user`` and ``item`` columns (interactions seen / to be found).
+    Used as the early-stopping metric of the top-k models (validation items only).
+    """
+    users = np.unique(heldout["user"].to_numpy())
+    s = score(users)
+    scores = s.detach().cpu() if torch.is_tensor(s) else torch.as_tensor(np.asarray(s))
+    shape = (int(max(train["user"].max(), users.max())) + 1, scores.shape[1])
+    seen = torch.from_numpy(_user_item_matrix(train, *shape)[users].toarray())
+    relevant = torch.from_numpy(_user_item_matrix(heldout, *shape)[users].toarray())
+    return float(torch.nanmean(ranking_metrics(scores, relevant, seen, (k,))[f"hr@{k}"]))
+
+
 def evaluate(
     model: Recommender,
     dataset: RatingsDataset,

@@ -74,24 +74,3 @@ def ranking_metrics(
             out[f"{name}@{k}"] = torch.where(valid, vals[name], nan)
     return out
 
-
-def heldout_hit_rate(score, train, heldout, k: int = 10) -> float:
-    """Mean HR@k of the users in ``heldout`` over a full ranking, their ``train`` items masked.
-
-    Args:
-        score: ``users (n,) -> (n, n_items)`` scores (array or tensor), higher = better.
-        train, heldout: frames with ``user`` and ``item`` columns (interactions seen / to be found).
-    Used as the early-stopping metric of the top-k models (validation items only).
-    """
-    vu, vi = np.array(heldout["user"]), np.array(heldout["item"])  # copies: pandas arrays are read-only
-    users = np.unique(vu)
-    s = score(users)
-    scores = s.detach().cpu() if torch.is_tensor(s) else torch.as_tensor(np.asarray(s))
-    rows = {u: r for r, u in enumerate(users)}
-    tu, ti = np.array(train["user"]), np.array(train["item"])
-    keep = np.isin(tu, users)
-    seen = torch.zeros_like(scores, dtype=torch.bool)
-    seen[torch.as_tensor([rows[u] for u in tu[keep]], dtype=torch.long), torch.as_tensor(ti[keep])] = True
-    rel = torch.zeros_like(seen)
-    rel[torch.as_tensor([rows[u] for u in vu], dtype=torch.long), torch.as_tensor(vi)] = True
-    return float(torch.nanmean(ranking_metrics(scores, rel, seen, (k,))[f"hr@{k}"]))

@@ -34,10 +34,10 @@ from torch import nn
 from ghrs import artefacts, distributed
 from ghrs.data.dataset import RatingsDataset
 from ghrs.errors import UserError
+from ghrs.evaluation import heldout_hit_rate
 from ghrs.features.item_features import encode_item_side
 from ghrs.graph.bipartite import homogeneous_edge_index
 from ghrs.io import save_figure
-from ghrs.metrics import heldout_hit_rate
 from ghrs.models.autorec import AutoRecRecommender
 from ghrs.models.base import Recommender
 from ghrs.models.blender import LinearBlender, out_of_fold

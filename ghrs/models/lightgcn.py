@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch_geometric.nn.models import LightGCN
 
 from ghrs.data.dataset import RatingsDataset
+from ghrs.evaluation import heldout_hit_rate
 from ghrs.graph.bipartite import homogeneous_edge_index, normalised_adjacency
-from ghrs.metrics import heldout_hit_rate
 from ghrs.models.base import Recommender
 from ghrs.training import TrainerConfig, Validation, train_loop
 
@@ -84,10 +84,7 @@ class LightGCNRecommender(Recommender):
     @torch.no_grad()
     def _embed(self, net: LightGCN, adj: torch.Tensor) -> None:
         """Final user (n_users, dim) and item (n_items, dim) embeddings of ``net`` over the training graph."""
-        was_training = net.training
-        net.eval()
-        emb = net.get_embedding(adj)
-        net.train(was_training)
+        emb = net.get_embedding(adj)  # no dropout or norm layers: train / eval mode does not matter
         n_u = self.dataset.n_users
         self.user_emb, self.item_emb = emb[:n_u].clone(), emb[n_u:].clone()
 

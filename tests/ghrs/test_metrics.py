@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ghrs.metrics import heldout_hit_rate, mae, ranking_metrics, rmse, tie_break_order
+from ghrs.evaluation import heldout_hit_rate
+from ghrs.metrics import mae, ranking_metrics, rmse
 
 
 def test_rating_errors_by_hand():
