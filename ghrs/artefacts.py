@@ -518,7 +518,7 @@ class Shareable:
                 if numeric and users[col].dtype.kind in "iub":
                     users[col] = users[col].astype(np.float64)
                 users.loc[blank, col] = np.nan if numeric else None
-        return replace(ds, ratings=ds.ratings.iloc[:0].copy(), folds={}, users=users)
+        return replace(ds, ratings=ds.ratings.iloc[:0].copy(), folds={}, users=users, source_line=None)
 
     def prepare(self, substitute: dict[int, Any], keep: list) -> None:
         """Substitutions known before encoding: the model's dataset and its tables, wherever referenced."""

@@ -161,7 +161,8 @@ def build_dataset(
     table = table.iloc[order].reset_index(drop=True)
     users_t = _align_side(users, user_ids, "user")
     items_t = _align_side(items, item_ids, "item")
-    ds = RatingsDataset(name, table, user_ids, item_ids, users_t, items_t, tuple(map(float, rating_scale)))
+    ds = RatingsDataset(name, table, user_ids, item_ids, users_t, items_t, tuple(map(float, rating_scale)),
+                        source_line=ratings["_line"].to_numpy(np.int64)[order] if "_line" in ratings else None)
     for fold_name, pairs in (folds or {}).items():
         ds.folds[fold_name] = _fold_rows(ds, pairs, fold_name)
     return ds

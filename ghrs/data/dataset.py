@@ -54,6 +54,7 @@ class RatingsDataset:
     items: pd.DataFrame
     rating_scale: tuple[float, float] = (1.0, 5.0)
     folds: dict[str, np.ndarray] = field(default_factory=dict)
+    source_line: np.ndarray | None = None  # (n_ratings,) each rating's line in its file(s); None: unknown
 
     def __post_init__(self) -> None:
         missing = [c for c in RATING_COLUMNS if c not in self.ratings.columns]

@@ -128,22 +128,53 @@ class RandomSplit:
         return Split(name, train, valid, r[is_test], _empty(r), self.relevant_min_rating)
 
 
+TIE_BREAKS = ("hash", "item", "file")  # split.tie_break of the temporal leave-one-out
+
+
+def tie_key(dataset: RatingsDataset, tie_break: str) -> np.ndarray:
+    """(n_ratings,) order of ``dataset.ratings``' rows among one user's ratings with equal timestamps.
+
+    - ``hash``: a fixed pseudo-random key per (raw user id, raw item id) pair: neutral, and independent of
+      the file's row order and of the ids' order.
+    - ``item``: the item index (raw id order); independent of row order, but on MovieLens the later raw
+      ids are the rarer films, so the last item of a tie is rarer than chance.
+    - ``file``: the ratings' order in their file (e.g. RecBole's stable sort); reordering the file's rows
+      changes it, by design.
+    """
+    r = dataset.ratings
+    if tie_break == "file":
+        if dataset.source_line is None:
+            raise ConfigError("split.tie_break=file needs the ratings' file order, which this dataset does not "
+                              "record; use split.tie_break=hash or item")
+        return dataset.source_line
+    if tie_break == "item":
+        return r["item"].to_numpy()
+    pairs = pd.DataFrame({"u": dataset.user_ids[r["user"].to_numpy()].astype(str),
+                          "i": dataset.item_ids[r["item"].to_numpy()].astype(str)})
+    return pd.util.hash_pandas_object(pairs, index=False).to_numpy()
+
+
 class TemporalLOOSplit:
     """Per user, in time order: last interaction = test, second last = validation, the rest = train.
 
-    Users with fewer than ``min_history`` ratings stay entirely in train.
+    Users with fewer than ``min_history`` ratings stay entirely in train. ``tie_break`` (see
+    :func:`tie_key`) orders ratings with equal timestamps, so it decides the held-out items of users whose
+    last ratings share a second (44% of ML-100K's users).
     """
 
-    def __init__(self, min_history: int = 3, relevant_min_rating: float | None = None, seed: int = 0):
+    def __init__(self, min_history: int = 3, relevant_min_rating: float | None = None, seed: int = 0,
+                 tie_break: str = "hash"):
         if min_history < 3:
             raise ConfigError("split.min_history must be >= 3 (one train, one valid, one test)")
+        if tie_break not in TIE_BREAKS:
+            raise ConfigError(f"split.tie_break must be one of {list(TIE_BREAKS)}, got {tie_break!r}")
         self.min_history, self.relevant_min_rating, self.seed = min_history, relevant_min_rating, seed
+        self.tie_break = tie_break
 
     def __call__(self, dataset: RatingsDataset) -> Split:
         r = dataset.ratings
-        # Rank from the end within each user in (timestamp, item) order: a timestamp tie is broken by the
-        # item index (raw id order), whatever the row order of the file or the table.
-        order = np.lexsort((r["item"].to_numpy(), r["timestamp"].to_numpy(), r["user"].to_numpy()))
+        # Rank from the end within each user in (timestamp, tie key) order.
+        order = np.lexsort((tie_key(dataset, self.tie_break), r["timestamp"].to_numpy(), r["user"].to_numpy()))
         pos_from_end = np.empty(len(r), np.int64)
         pos_from_end[order] = r.iloc[order].groupby("user").cumcount(ascending=False).to_numpy()
         n_user = r.groupby("user")["item"].transform("size").to_numpy()

@@ -1,27 +1,14 @@
-"""bench/topk_ties.py: its leave-one-out with an item-index tie-break is the package's TemporalLOOSplit, and
-another tie-break changes the test items only among same-second ratings."""
+"""bench/topk_ties.py: one row per ``split.tie_break``, agreeing on how many users tie (which items each
+holds out: tests/ghrs/data/test_splits.py)."""
 
-
-import numpy as np
-
-from ghrs.data.splits import TemporalLOOSplit
-from ghrs.data.synthetic import make_synthetic
 from tests.bench import load_bench
+from tests.ghrs.data.test_splits import _tied_ml100k
 
 
-def test_item_tie_break_is_the_package_split_and_others_move_only_tied_items():
-    bench = load_bench("topk_ties")
-    ds = make_synthetic(n_users=60, n_items=40, seed=0)
-    ds.ratings["timestamp"] = ds.ratings["timestamp"] // 10**5 * 10**5  # coarse: many same-second ties
-    r = ds.ratings
-    ours = bench.loo_split(r, r["item"].to_numpy())
-    package = TemporalLOOSplit()(ds)
-    for part in ("train", "valid", "test"):
-        assert getattr(ours, part).sort_index().equals(getattr(package, part).sort_index())
-    flipped = bench.loo_split(r, -r["item"].to_numpy())
-    moved = ours.test.set_index("user")["item"] != flipped.test.set_index("user")["item"]
-    assert moved.any()  # the ties really decide some test items
-    last = r.groupby("user")["timestamp"].transform("max") == r["timestamp"]
-    n_last = r[last].groupby("user").size()
-    assert (n_last[moved[moved].index] > 1).all()  # only users with a tie at their latest second move
-    assert np.array_equal(np.sort(ours.test["user"]), np.sort(flipped.test["user"]))
+def test_one_row_per_tie_break(tmp_path, capsys):
+    folder, *_ = _tied_ml100k(tmp_path)
+    load_bench("topk_ties").main(["--root", str(folder)])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in rows] == ["hash", "item", "file"]
+    assert len({r[1] for r in rows}) == 1 and int(rows[0][1].split(" of ")[0]) >= 10  # same tied users, many
+    assert all(0.0 <= float(v) <= 1.0 for r in rows for v in r[4:])

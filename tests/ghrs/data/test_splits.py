@@ -88,31 +88,75 @@ def test_bad_split_values():
         OfficialSplit("u9")(make_synthetic(n_users=20, n_items=10, seed=0))
 
 
-def test_temporal_loo_breaks_timestamp_ties_by_item_whatever_the_file_order(tmp_path):
-    from ghrs.data.movielens import load_movielens
+def _tied_ml100k(tmp_path):
+    """Two copies of one small ML-100K: coarse timestamps (many users tie on their latest second, as 415
+    ML-100K users do) and the same lines shuffled."""
     from tests.ghrs.data.fixtures import write_ml100k
 
     folder = write_ml100k(tmp_path / "a", n_users=40, n_items=30)
-    # coarse timestamps: many ratings of a user share their latest second (as 415 ML-100K users do)
     lines = [line.split("\t") for line in (folder / "u.data").read_text().splitlines()]
     lines = ["\t".join([u, i, r, str(int(t) // 10**6 * 10**6)]) for u, i, r, t in lines]
     (folder / "u.data").write_text("\n".join(lines) + "\n")
     shuffled = write_ml100k(tmp_path / "b", n_users=40, n_items=30)
     perm = np.random.default_rng(0).permutation(len(lines))
     (shuffled / "u.data").write_text("\n".join(lines[k] for k in perm) + "\n")
+    return folder, shuffled, lines, perm
 
-    def raw_pairs(root):
-        ds = load_movielens("ml-100k", root=str(root), download=False, data_dirs=[])
-        s = TemporalLOOSplit()(ds)
-        raw = lambda df: sorted(zip(ds.user_ids[df["user"]], ds.item_ids[df["item"]]))
-        return ds, raw(s.test), raw(s.valid), raw(s.train)
 
-    ds, *a = raw_pairs(folder)
-    _, *b = raw_pairs(shuffled)
+def _loo_raw(root, tie_break):
+    """(dataset, raw (user, item) pairs of test, valid, train) of TemporalLOOSplit under ``tie_break``."""
+    from ghrs.data.movielens import load_movielens
+
+    ds = load_movielens("ml-100k", root=str(root), download=False, data_dirs=[])
+    s = TemporalLOOSplit(tie_break=tie_break)(ds)
+    raw = lambda df: sorted(zip(ds.user_ids[df["user"]], ds.item_ids[df["item"]]))
+    return ds, raw(s.test), raw(s.valid), raw(s.train)
+
+
+def _latest(ds, key):
+    """Per raw user, the raw item with the largest ``key`` among the user's latest-second ratings."""
+    r = ds.ratings.assign(u=ds.user_ids[ds.ratings["user"]], i=ds.item_ids[ds.ratings["item"]])
+    last = r[r["timestamp"] == r.groupby("user")["timestamp"].transform("max")]
+    last = last.assign(k=[key(u, i) for u, i in zip(last["u"], last["i"])])
+    return last.sort_values("k").groupby("u")["i"].last()
+
+
+@pytest.mark.parametrize("tie_break", ["hash", "item"])
+def test_temporal_loo_tie_break_is_independent_of_the_file_order(tmp_path, tie_break):
+    folder, shuffled, *_ = _tied_ml100k(tmp_path)
+    ds, *a = _loo_raw(folder, tie_break)
+    _, *b = _loo_raw(shuffled, tie_break)
     last = ds.ratings.groupby("user")["timestamp"].transform("max") == ds.ratings["timestamp"]
     assert (ds.ratings[last].groupby("user").size() > 1).sum() >= 10  # the ties are really there
     assert a == b
-    test = dict(a[0])  # the tie goes to the largest item id among the latest ratings
-    r = ds.ratings.assign(u=ds.user_ids[ds.ratings["user"]], i=ds.item_ids[ds.ratings["item"]])
-    latest = r[r["timestamp"] == r.groupby("user")["timestamp"].transform("max")].groupby("u")["i"].max()
-    assert all(test[u] == latest[u] for u in test)
+    if tie_break == "item":  # the tie goes to the largest item id among the latest ratings
+        key = lambda u, i: i
+    else:  # ... to the largest hash of the raw (user, item) pair
+        key = lambda u, i: pd.util.hash_pandas_object(pd.DataFrame({"u": [str(u)], "i": [str(i)]}), index=False)[0]
+    test = dict(a[0])
+    assert all(test[u] == i for u, i in _latest(ds, key).items())
+
+
+def test_temporal_loo_file_tie_break_follows_the_row_order(tmp_path):
+    """``file``: among same-second ratings the one on the latest line is held out, so shuffling the lines
+    moves test items (only those of tied users); ``hash`` and ``item`` hold out other items than ``file``."""
+    folder, shuffled, lines, perm = _tied_ml100k(tmp_path)
+    ds, *a = _loo_raw(folder, "file")
+    _, *b = _loo_raw(shuffled, "file")
+    line_of = {(int(u), int(i)): k for k, (u, i, *_) in enumerate(line.split("\t") for line in lines)}
+    assert all(dict(a[0])[u] == i for u, i in _latest(ds, lambda u, i: line_of[(u, i)]).items())
+    where = {k: pos for pos, k in enumerate(perm)}  # original line -> line in the shuffled file
+    assert all(dict(b[0])[u] == i for u, i in _latest(ds, lambda u, i: where[line_of[(u, i)]]).items())
+    assert a[0] != b[0]
+    assert _loo_raw(folder, "hash")[1] != a[0] != _loo_raw(folder, "item")[1]
+
+
+def test_tie_break_config_errors():
+    from ghrs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"split.tie_break must be one of \['hash', 'item', 'file'\], got 'id'"):
+        TemporalLOOSplit(tie_break="id")
+    ds = make_synthetic(n_users=10, n_items=10, seed=0)
+    ds.source_line = None  # e.g. a dataset rebuilt from an artefact
+    with pytest.raises(ConfigError, match="split.tie_break=file needs the ratings' file order"):
+        TemporalLOOSplit(tie_break="file")(ds)
