@@ -132,7 +132,7 @@ class UserFeatureExtractor:
         scaling: graph feature scaling fitted on the training users in the graph
             (``max`` = the paper's division by the column max, ``minmax``, ``standard``, ``none``).
         graph_features: which of :data:`FEATURES` to keep (None: all six; an empty list: none, the
-            vector is the side information alone -- the graph is still built for cold-user fold-in).
+            vector is the side information alone and no graph is built).
         use_side: join the side information (False: graph features only).
         zip_region: add the zip code's first character as a one-hot region.
         max_degree: None, or each user keeps its ``max_degree`` strongest links (bounded edges).
@@ -176,17 +176,22 @@ class UserFeatureExtractor:
         """Build the graph on ``train`` and return the (n_users, d) joined vectors of all users."""
         self.train = train  # a reference (pickled once with the model), not a copy
         self.n_items = n_items
+        self.cols = [FEATURES.index(n) for n in self.graph_feature_names]
+        if self.use_side:  # fitted on the users with training ratings, reused for everyone else
+            trained = np.unique(train["user"].to_numpy())
+            self.side.fit(users.iloc[trained])
+        if not self.cols:  # nothing is read off the graph: neither build it nor compute its features
+            self.graph = None
+            self.scaler = FeatureScaler(self.scaling).fit(np.zeros((0, 0)))
+            return self.transform_rows(np.arange(n_users), np.zeros((n_users, len(FEATURES))),
+                                       np.zeros(n_users, bool), users)
         with self.stages("graph"):
             self.graph: SimilarityGraph = user_similarity_graph(self.train, n_users, n_items, self.alpha,
                                                                 block=self.block, max_degree=self.max_degree)
         log.info("user graph (alpha=%g): %s", self.alpha, self.graph.summary())
         with self.stages("graph_features"):
             self.raw = compute_graph_features(self.graph.adjacency, self.centrality)
-        self.cols = [FEATURES.index(n) for n in self.graph_feature_names]
         self.scaler = FeatureScaler(self.scaling).fit(self.raw.values[self.raw.in_graph][:, self.cols])
-        if self.use_side:  # fitted on the users with training ratings, reused for everyone else
-            trained = np.unique(train["user"].to_numpy())
-            self.side.fit(users.iloc[trained])
         return self.transform_rows(np.arange(n_users), self.raw.values, self.raw.in_graph, users)
 
     def transform_rows(
@@ -213,7 +218,7 @@ class UserFeatureExtractor:
         n_all = len(users)
         raw = np.zeros((n_all, len(FEATURES)))
         in_graph = np.zeros(n_all, bool)
-        if len(new_ratings):
+        if len(new_ratings) and self.cols:
             ext = extend_with_new_users(self.graph, self.train, new_ratings, n_all, self.n_items)
             touched = np.diff(ext.adjacency.indptr)[new_users] > 0
             if touched.any():

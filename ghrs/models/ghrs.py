@@ -91,6 +91,8 @@ class GHRSRecommender(Recommender):
             ``graph_max_degree`` links: edges <= n_users * graph_max_degree on dense data (large sets).
         graph_block: users per block of the co-agreement product; bounds its memory at about
             ``graph_block * n_users`` counts.
+        user_autoencoder: False fits no user autoencoder (codes of width 0; needs ``n_clusters=1``): set
+            by the hybrid when it uses neither codes nor clusters.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class GHRSRecommender(Recommender):
         graph_max_degree: int | None = None,
         graph_block: int = 1024,
         seed: int = 0,
+        user_autoencoder: bool = True,
     ):
         if leakage not in LEAKAGE:
             raise ValueError(f"ghrs leakage must be one of {LEAKAGE}, got {leakage!r}")
@@ -132,7 +135,7 @@ class GHRSRecommender(Recommender):
             "k_range": tuple(k_range), "kmeans_n_init": kmeans_n_init, "item_side": item_side,
             "item_alpha": item_alpha, "item_same_rating": item_same_rating, "item_centrality": item_centrality,
             "item_autoencoder": item_autoencoder, "graph_max_degree": graph_max_degree, "graph_block": graph_block,
-            "seed": seed,
+            "seed": seed, "user_autoencoder": user_autoencoder,
         }
         self._set_predictor_params(
             predictor=predictor, reg_user=reg_user, reg_item=reg_item, bias_epochs=bias_epochs,
@@ -337,7 +340,7 @@ class GHRSRecommender(Recommender):
                  "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                  "user_graph": self.features.user_extractor.graph.summary(),
                  "graph_feature_modes": self.features.user_extractor.raw.modes,
-                 "autoencoder_loss": [self.features.user_ae.losses[0], self.features.user_ae.losses[-1]]}
+                 "autoencoder_loss": [ae.losses[0], ae.losses[-1]] if (ae := self.features.user_ae) else None}
         import json
 
         (run_dir / "ghrs_summary.json").write_text(json.dumps(stats, indent=2))

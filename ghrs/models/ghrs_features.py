@@ -32,7 +32,8 @@ class GHRSFeatures:
     - ``trained_users`` (n_users,) bool: users with training ratings (the autoencoder and k-means are
       fitted on their vectors; other users get side-only vectors until :meth:`transform_users`).
 
-    Args: see ``conf/model/ghrs.yaml``.
+    Args: see ``conf/model/ghrs.yaml``; ``user_autoencoder=False`` (codes unused and one cluster) fits no
+    user autoencoder: the codes have width 0 and every user is in cluster 0.
     """
 
     def __init__(
@@ -55,8 +56,13 @@ class GHRSFeatures:
         graph_max_degree: int | None = None,
         graph_block: int = 1024,
         seed: int = 0,
+        user_autoencoder: bool = True,
         stages: StageLog | None = None,
     ):
+        if not user_autoencoder and n_clusters != 1:
+            raise UserError(f"ghrs: user_autoencoder=false leaves nothing to cluster on; it needs n_clusters=1, "
+                            f"got {n_clusters}")
+        self.user_autoencoder = bool(user_autoencoder)
         self.stages = stages or StageLog()
         self.user_extractor = UserFeatureExtractor(alpha, centrality, scaling, graph_features, use_side, zip_region,
                                                    self.stages, graph_max_degree, graph_block)
@@ -91,18 +97,20 @@ class GHRSFeatures:
             raise UserError("ghrs: the user vector is empty (graph_features=[] and use_side=false), so codes "
                             "and clusters carry nothing: keep graph features or side info, or set n_clusters=1")
         self.user_feature_names = ux.names
-        with self.stages("autoencoder"):
-            self.user_ae: TrainedAutoEncoder = train_autoencoder(base[self.trained_users], self.autoencoder_cfg,
-                                                                 self.seed)
-            codes = self.user_ae.encode(base)
-        with self.stages("clustering"):
+        self.user_ae: TrainedAutoEncoder | None = None
+        if self.user_autoencoder:
+            with self.stages("autoencoder"):
+                self.user_ae = train_autoencoder(base[self.trained_users], self.autoencoder_cfg, self.seed)
+        codes = self._encode(base)
+        with self.stages("clustering"):  # without codes: one cluster, fitted on a constant column
+            points = codes if codes.shape[1] else np.zeros((n_users, 1), np.float32)
             self.clusters: ClusterResult = fit_clusters(
-                codes[self.trained_users], self.n_clusters, self.k_range, self.seed, self.kmeans_n_init
+                points[self.trained_users], self.n_clusters, self.k_range, self.seed, self.kmeans_n_init
             )
         labels = np.empty(n_users, np.int64)
         labels[self.trained_users] = self.clusters.labels
         if (~self.trained_users).any():
-            labels[~self.trained_users] = self.clusters.predict(codes[~self.trained_users])
+            labels[~self.trained_users] = self._assign(codes[~self.trained_users])
         # Fit-time state (cold users side-only); transform_users starts from these every time.
         self._base = (base, codes, labels)
         self.user_features, self.user_codes, self.user_clusters = base.copy(), codes.copy(), labels.copy()
@@ -114,6 +122,14 @@ class GHRSFeatures:
                 self.item_ae = train_autoencoder(ix, self.item_autoencoder_cfg, self.seed + 1)
                 self.item_codes = self.item_ae.encode(ix)
         return self
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) user vectors -> (n, code_dim) codes; width 0 without the user autoencoder."""
+        return self.user_ae.encode(x) if self.user_ae is not None else np.zeros((len(x), 0), np.float32)
+
+    def _assign(self, codes: np.ndarray) -> np.ndarray:
+        """(n,) cluster of each code row (cluster 0 for zero-width codes)."""
+        return self.clusters.predict(codes) if codes.shape[1] else np.zeros(len(codes), np.int64)
 
     @property
     def user_graph_features(self) -> np.ndarray:
@@ -144,10 +160,10 @@ class GHRSFeatures:
         if len(new_users) == 0:
             return new_users
         x = self.user_extractor.transform_new(history[new_mask], new_users, users_table)
-        c = self.user_ae.encode(x)
+        c = self._encode(x)
         self.user_features[new_users] = x
         self.user_codes[new_users] = c
-        self.user_clusters[new_users] = self.clusters.predict(c)
+        self.user_clusters[new_users] = self._assign(c)
         return new_users
 
     def _grow(self, n_users: int, users_table: pd.DataFrame):
@@ -160,10 +176,10 @@ class GHRSFeatures:
             x = self.user_extractor.transform_rows(
                 np.arange(len(rows)), zeros, np.zeros(len(rows), bool), users_table.iloc[rows].reset_index(drop=True)
             )
-            c = self.user_ae.encode(x)
+            c = self._encode(x)
             base = np.concatenate([base, x])
             codes = np.concatenate([codes, c])
-            labels = np.concatenate([labels, self.clusters.predict(c)])
+            labels = np.concatenate([labels, self._assign(c)])
             self.trained_users = np.concatenate([self.trained_users, np.zeros(len(rows), bool)])
             self._base = (base, codes, labels)
         return base, codes, labels

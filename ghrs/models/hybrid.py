@@ -78,6 +78,8 @@ def ghrs_ablation_kwargs(use: dict[str, bool]) -> dict:
         out["use_side"] = False
     if not use["clusters"]:
         out["n_clusters"] = 1  # one cluster: no cluster-item residual, a constant cluster embedding
+        if not use["codes"]:
+            out["user_autoencoder"] = False  # neither codes nor clusters: no user autoencoder to fit
     if not use["neighbourhood"]:
         out["neighbours"] = {"weight_user": 0.0, "weight_item": 0.0}
     return out

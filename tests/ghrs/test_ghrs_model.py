@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from ghrs.data.splits import ColdUserSplit, OfficialSplit, RandomSplit
 from ghrs.data.synthetic import make_synthetic
+from ghrs.errors import UserError
 from ghrs.evaluate import evaluate
 from ghrs.metrics import rmse
 from ghrs.models.bias import BiasRecommender
@@ -232,3 +233,23 @@ def test_residual_is_a_deprecated_alias_of_agreement_knn(data, fitted):
     np.testing.assert_array_equal(fitted.predict(u, i), expected)
     with pytest.warns(DeprecationWarning):
         assert GHRSRecommender(predictor="residual").predictor == "agreement_knn"
+
+
+def test_unused_user_parts_are_not_fitted(data):
+    """No graph features: no user graph is built; no codes and one cluster (user_autoencoder=False): no
+    user autoencoder. Fold-in still gives every new user a vector, a zero-width code and cluster 0."""
+    ds, s = data
+    lean = GHRSFeatures(**FAST, graph_features=[], n_clusters=1, user_autoencoder=False).fit(ds, s.train)
+    assert lean.user_extractor.graph is None and lean.user_ae is None
+    assert not {"graph", "graph_features", "autoencoder"} & set(lean.seconds)
+    assert lean.user_codes.shape == (ds.n_users, 0) and (lean.user_clusters == 0).all()
+    full = GHRSFeatures(**FAST, graph_features=[], n_clusters=1).fit(ds, s.train)
+    np.testing.assert_array_equal(lean.user_features, full.user_features)  # same side-only vectors
+    np.testing.assert_array_equal(lean.item_features, full.item_features)
+    assert full.user_ae is not None and full.user_codes.shape[1] > 0
+    cold = np.unique(s.test["user"].to_numpy())[:5]
+    lean.trained_users[cold] = False  # treat some users as new: they are folded in from their test ratings
+    assert set(lean.transform_users(s.test[s.test["user"].isin(cold)])) == set(cold)
+    assert lean.user_codes.shape == (ds.n_users, 0) and (lean.user_clusters[cold] == 0).all()
+    with pytest.raises(UserError, match="user_autoencoder=false .* needs n_clusters=1, got 3"):
+        GHRSFeatures(user_autoencoder=False, n_clusters=3)

@@ -114,6 +114,18 @@ def test_no_rating_head_fits_ghrs_features_once_and_no_predictor(loo, monkeypatc
     assert plain.net.user_static.shape[1] == 0 and len(plain.net.graph_layers) == 0 and plain.net.item_side is None
 
 
+def test_unused_ghrs_user_parts_are_skipped(loo):
+    """The top-k default (graph features, codes, clusters off) fits no user graph and no user autoencoder;
+    with codes on the autoencoder is fitted and its codes feed the user vector."""
+    ds, s = loo
+    off = {"graph_features": False, "codes": False, "clusters": False}
+    lean = hybrid(epochs=1, use=off).fit(ds, s.train, s.valid)
+    assert lean.features.user_extractor.graph is None and lean.features.user_ae is None
+    codes = hybrid(epochs=1, use={**off, "codes": True}).fit(ds, s.train, s.valid)
+    assert codes.features.user_ae is not None
+    assert codes.net.user_static.shape[1] == lean.net.user_static.shape[1] + codes.features.user_codes.shape[1]
+
+
 def test_switch_values_are_user_errors():
     with pytest.raises(UserError, match="use_ghrs_features"):
         HybridRecommender(use_ghrs_features=False)  # the rating head is on by default
