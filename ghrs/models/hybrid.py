@@ -85,6 +85,7 @@ def ghrs_ablation_kwargs(use: dict[str, bool]) -> dict:
     return out
 
 TRAIN_REGIMES = ("last_window", "all_prefixes")
+EARLY_STOPPING = ("rating", "ranking")  # the validation metric that picks the epoch when both heads are on
 
 
 def _standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,6 +136,9 @@ class HybridRecommender(Recommender):
             training ratings are stacked by ``blender`` (needs ``base_folds`` > 1).
         blender: ``linear`` (least squares on [1, predictions]) or ``support`` (weights that also depend on
             log user / item rating counts: :class:`~ghrs.models.blender.LinearBlender`).
+        early_stopping: with both heads, the validation metric that picks the epoch: ``rating`` (RMSE) or
+            ``ranking`` (HR@10 of the validation items); with ``ranking`` the learned rating residual is
+            then scaled by ``residual_scale_`` in [0, 1], fitted on the validation ratings.
             Without the rating head no GHRS
             predictor is fitted at all (only the GHRS features; the model then predicts no ratings).
         use_ghrs_features: False: no GHRS fit, no static user/item features or clusters (needs the
@@ -174,6 +178,7 @@ class HybridRecommender(Recommender):
         autorec: dict | None = None,
         bases: dict[str, Callable[[], Recommender]] | None = None,
         blender: str = "linear",
+        early_stopping: str = "rating",
     ):
         heads = {"rating": 1.0, "ranking": 1.0, **(heads or {})}
         if min(heads.values()) < 0 or max(heads.values()) == 0:
@@ -233,6 +238,11 @@ class HybridRecommender(Recommender):
             raise UserError("hybrid train_regime=all_prefixes needs max_len >= 2")
         if not 0.0 <= item_dropout < 1.0:
             raise UserError(f"hybrid item_dropout must be in [0, 1), got {item_dropout}")
+        if early_stopping not in EARLY_STOPPING:
+            raise UserError(f"hybrid early_stopping must be one of {EARLY_STOPPING}, got {early_stopping!r}")
+        if early_stopping == "ranking" and not heads["ranking"]:
+            raise UserError("hybrid early_stopping=ranking needs the ranking head (model.heads.ranking > 0)")
+        self.early_stopping = early_stopping
         self.use_ghrs_features = bool(use_ghrs_features)
         self.train_regime, self.window_stride, self.item_dropout = train_regime, window_stride, float(item_dropout)
         self.predicts_ratings = bool(heads["rating"])  # ranking-only without the rating head (no GHRS predictor)
@@ -357,8 +367,25 @@ class HybridRecommender(Recommender):
         self.state: TrainState = train_loop(self.net, batches, loss_fn, self.trainer,
                                             self._valid_fn(train, valid), run_dir,
                                             n_batches=-(-len(seqs.users) // bs))
+        self.residual_scale_ = 1.0
+        if self.heads["rating"] and self.early_stopping == "ranking" and valid is not None and len(valid):
+            self.residual_scale_ = self._fit_residual_scale(train, valid)
         self.set_history(train)
         return self
+
+    def _fit_residual_scale(self, train: pd.DataFrame, valid: pd.DataFrame) -> float:
+        """The factor s in [0, 1] of the learned rating residual that minimises validation squared error
+        (closed form): the epoch was picked for ranking, so its residual may hurt ratings; s = 0 falls
+        back to the base prediction."""
+        self._encode_history(train, streaming=False)
+        users, items = np.array(valid["user"]), np.array(valid["item"])
+        base = self._base_predict(users, items)
+        self.residual_scale_ = 1.0
+        residual = self._predict_unclipped(users, items) - base
+        denom = float(residual @ residual)
+        scale = float(np.clip((valid["rating"].to_numpy(np.float64) - base) @ residual / denom, 0.0, 1.0)) if denom else 0.0
+        log.info("hybrid: rating residual scale %.3f (fitted on the validation ratings; early stopping on ranking)", scale)
+        return scale
 
     def _residual_weight(self, n_seen: torch.Tensor) -> torch.Tensor:
         """n_seen (N,) interactions known before the rated item -> (N,) weight n / (n + c) of the learned
@@ -471,19 +498,22 @@ class HybridRecommender(Recommender):
         return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=u.device), reduction="sum")
 
     def _valid_fn(self, train: pd.DataFrame, valid: pd.DataFrame | None) -> Validation | None:
-        """Early-stopping metric on the validation ratings: RMSE with a rating head, else HR@10."""
+        """Early-stopping metric on the validation ratings: RMSE with a rating head (unless
+        ``early_stopping="ranking"``), else HR@10 of the validation items."""
         if valid is None or len(valid) == 0:
             return None
         vu, vi = np.array(valid["user"]), np.array(valid["item"])  # copies: pandas arrays are read-only
         vr = valid["rating"].to_numpy(np.float64)
 
+        on_rating = self.heads["rating"] and self.early_stopping == "rating"
+
         def metric(net: HybridNet) -> float:
             self._encode_history(train, streaming=False)
-            if self.heads["rating"]:
+            if on_rating:
                 return float(np.sqrt(np.mean((self.predict(vu, vi) - vr) ** 2)))
             return heldout_hit_rate(self.score, train, valid)
 
-        if self.heads["rating"]:
+        if on_rating:
             return Validation(metric, "rmse")
         return Validation(metric, "hr@10", higher_is_better=True)
 
@@ -707,6 +737,10 @@ class HybridRecommender(Recommender):
         if self.ghrs is None:
             raise NotImplementedError("this hybrid was trained without the rating head (model.heads.rating=0): it "
                                       "ranks items but predicts no ratings")
+        return self.clip(self._predict_unclipped(users, items))
+
+    def _predict_unclipped(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(n,) base + residual_scale_ * weight * learned residual, before clipping to the rating scale."""
         # np.array copies: pandas hands out read-only views, which torch.as_tensor cannot wrap safely
         users, items = np.array(users, dtype=np.int64), np.array(items, dtype=np.int64)
         dev = self._device()
@@ -714,9 +748,9 @@ class HybridRecommender(Recommender):
         i = torch.as_tensor(items, device=dev)
         base = torch.as_tensor(self._base_predict(users, items), dtype=torch.float32, device=dev)
         if self.heads["rating"]:
-            weight = self._residual_weight(self.n_history[u].float())
+            weight = getattr(self, "residual_scale_", 1.0) * self._residual_weight(self.n_history[u].float())
             base = base + weight * (self.net.rating_proj(self._user_vectors(users)) * self.item_vectors[i]).sum(-1)
-        return self.clip(base.cpu().numpy())
+        return base.cpu().numpy()
 
     @torch.no_grad()
     def score(self, users: np.ndarray) -> np.ndarray:
