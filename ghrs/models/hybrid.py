@@ -739,6 +739,7 @@ class HybridRecommender(Recommender):
                                       "ranks items but predicts no ratings")
         return self.clip(self._predict_unclipped(users, items))
 
+    @torch.no_grad()
     def _predict_unclipped(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """(n,) base + residual_scale_ * weight * learned residual, before clipping to the rating scale."""
         # np.array copies: pandas hands out read-only views, which torch.as_tensor cannot wrap safely

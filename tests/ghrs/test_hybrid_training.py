@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ghrs.data.splits import ColdItemSplit, TemporalLOOSplit
+from ghrs.data.splits import ColdItemSplit, RandomSplit, TemporalLOOSplit
 from ghrs.data.synthetic import make_synthetic
 from ghrs.errors import UserError
 from ghrs.evaluation import evaluate
@@ -165,3 +165,23 @@ def test_dropoutnet_content_tower_scores_cold_items(cold):
     assert 0.0 <= out["cold:ndcg@10"] <= 1.0 and out["cold:hr@10"] >= out["hr@10"]
     # Whether the tower beats the plain item vectors on cold items is a measurement, not a test: on this
     # synthetic set it wins on some seeds and loses on others (NOTES.md "Top-k", cold items).
+
+
+def test_early_stopping_on_ranking_picks_the_epoch_by_hit_rate_and_scales_the_residual():
+    """Both heads, ``early_stopping=ranking``: the epoch is chosen on validation HR@10, and the rating
+    residual's scale, fitted on validation, never leaves validation RMSE above the base prediction's."""
+    ds = make_synthetic(n_users=120, n_items=80, ratings_per_user=25, seed=2)
+    s = RandomSplit(0.1, valid_ratio=0.1, seed=0)(ds)
+    both = {"rating": 1.0, "ranking": 1.0}
+    m = hybrid(epochs=3, heads=both, base_folds=2, early_stopping="ranking").fit(ds, s.train, s.valid)
+    assert all("valid_hr@10" in h and "valid_rmse" not in h for h in m.state.history)
+    assert 0.0 <= m.residual_scale_ <= 1.0
+    u, i, y = s.valid["user"].to_numpy(), s.valid["item"].to_numpy(), s.valid["rating"].to_numpy()
+    rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))
+    assert rmse(m.predict(u, i)) <= rmse(m.clip(m._base_predict(u, i))) + 1e-6
+    rating = hybrid(epochs=3, heads=both, base_folds=2).fit(ds, s.train, s.valid)
+    assert "valid_rmse" in rating.state.history[0] and rating.residual_scale_ == 1.0
+    with pytest.raises(UserError, match="early_stopping=ranking needs the ranking head"):
+        HybridRecommender(heads={"rating": 1.0, "ranking": 0.0}, early_stopping="ranking")
+    with pytest.raises(UserError, match="early_stopping must be one of"):
+        HybridRecommender(early_stopping="rmse")
