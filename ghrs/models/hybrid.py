@@ -138,7 +138,8 @@ class HybridRecommender(Recommender):
             log user / item rating counts: :class:`~ghrs.models.blender.LinearBlender`).
         early_stopping: with both heads, the validation metric that picks the epoch: ``rating`` (RMSE) or
             ``ranking`` (HR@10 of the validation items); with ``ranking`` the learned rating residual is
-            then scaled by ``residual_scale_`` in [0, 1], fitted on the validation ratings.
+            then scaled by ``residual_scale_`` in [0, 1], fitted on the validation ratings. With one head,
+            that head's metric.
             Without the rating head no GHRS
             predictor is fitted at all (only the GHRS features; the model then predicts no ratings).
         use_ghrs_features: False: no GHRS fit, no static user/item features or clusters (needs the
@@ -240,8 +241,6 @@ class HybridRecommender(Recommender):
             raise UserError(f"hybrid item_dropout must be in [0, 1), got {item_dropout}")
         if early_stopping not in EARLY_STOPPING:
             raise UserError(f"hybrid early_stopping must be one of {EARLY_STOPPING}, got {early_stopping!r}")
-        if early_stopping == "ranking" and not heads["ranking"]:
-            raise UserError("hybrid early_stopping=ranking needs the ranking head (model.heads.ranking > 0)")
         self.early_stopping = early_stopping
         self.use_ghrs_features = bool(use_ghrs_features)
         self.train_regime, self.window_stride, self.item_dropout = train_regime, window_stride, float(item_dropout)
@@ -368,7 +367,7 @@ class HybridRecommender(Recommender):
                                             self._valid_fn(train, valid), run_dir,
                                             n_batches=-(-len(seqs.users) // bs))
         self.residual_scale_ = 1.0
-        if self.heads["rating"] and self.early_stopping == "ranking" and valid is not None and len(valid):
+        if all(self.heads.values()) and self.early_stopping == "ranking" and valid is not None and len(valid):
             self.residual_scale_ = self._fit_residual_scale(train, valid)
         self.set_history(train)
         return self
@@ -505,7 +504,7 @@ class HybridRecommender(Recommender):
         vu, vi = np.array(valid["user"]), np.array(valid["item"])  # copies: pandas arrays are read-only
         vr = valid["rating"].to_numpy(np.float64)
 
-        on_rating = self.heads["rating"] and self.early_stopping == "rating"
+        on_rating = self.heads["rating"] and (self.early_stopping == "rating" or not self.heads["ranking"])
 
         def metric(net: HybridNet) -> float:
             self._encode_history(train, streaming=False)
