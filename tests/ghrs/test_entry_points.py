@@ -140,10 +140,10 @@ def test_evaluate_names_the_training_command_and_writes_one_file_per_protocol(ru
 
 @pytest.mark.parametrize("args, needles", [
     (["model=bias", "encoder=mamba"], ["'encoder=mamba' has no effect", "model=hybrid encoder=mamba"]),
-    (["model=mf", "encoder.d_model=8"], ["has no effect"]),
+    (["model=mf", "encoder=gru", "encoder.d_model=8"], ["has no effect"]),
     (["trainer.lr=-1"], ["trainer", "lr > 0"]),
     (["split=cold_user", "split.holdout_ratio=2"], ["split.holdout_ratio must be in (0, 1)"]),
-    (["encoder.d_model=0"], ["encoder: d_model"]),
+    (["encoder=s4d", "encoder.d_model=0"], ["encoder: d_model"]),
     (["model.dim=2"], ["model: hybrid: dim >= 4"]),
     (["dataset=csv"], ["dataset"]),
     (["model=foo"], ["Could not find 'model/foo'", "hybrid"]),

@@ -100,10 +100,11 @@ def test_rating_protocols_keep_only_what_paid_on_rating(experiment):
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "ablation").glob("*.yaml")))
 @pytest.mark.parametrize("base", [[], ["+experiment=topk"], ["+experiment=rating"]], ids=["main", "topk", "rating"])
 def test_every_ablation_builds_on_the_main_job_and_the_experiments(name, base):
-    """`+ablation=<name>` over the main job (S4D encoder) and the experiments: the encoder configuration is
-    valid (no_encoder used to keep S4D's options under layer none, which the encoder rejects)."""
+    """`+ablation=<name>` over the main job (no encoder) and the experiments: the encoder configuration is
+    valid (no_encoder used to keep S4D's options under layer none, which the encoder rejects); only the
+    top-k protocol has an encoder (GRU) unless the ablation removes it."""
     from ghrs.pipeline import check_encoder
 
     cfg = config(*base, f"+ablation={name}")
     check_encoder(cfg)
-    assert (cfg.encoder.layer == "none") == (name == "no_encoder" or "+experiment=rating" in base)
+    assert (cfg.encoder.layer == "none") == (name == "no_encoder" or "+experiment=topk" not in base)
